@@ -1,0 +1,81 @@
+"""Collate rendered samples into the batch the model consumes.
+
+Batch contract (all LongTensor, right-padded):
+
+``input_ids`` [B, S]
+    Text token ids, already expanded: every delayed audio frame has its own position. Audio-in
+    positions (user/system audio) hold ``<|AUDIO|>``, audio-out positions (assistant audio) hold
+    ``<|AUDIO_OUT|>``, padding holds the pad id ``<|end_of_text|>``.
+``attention_mask`` [B, S]
+    1 for real positions, 0 for padding.
+``labels`` [B, S]
+    Text labels aligned with positions, NOT shifted (the loss shifts). -100 on system/user/scene
+    content, headers, every audio position, padding and untrained turns. Trained: assistant text,
+    ``<|audio_out_bos|>``, ``<|audio_eos|>`` and ``<|eot_id|>``/``<|eom_id|>`` of trained turns.
+``audio_ids`` [N_audio, K]
+    Codes fed at every audio position (in and out), row-major (batch, then position), with the delay
+    pattern applied per segment (T+K+1 rows each; BOS 1024 lower triangle, EOS 1025 upper).
+``audio_labels`` [N_out, K]
+    For the audio-out positions only, row-major: ``[-100 | codes | EOS]`` delayed, so the first row of
+    every segment is all -100. A segment that is not trained is all -100.
+
+A batch without audio still has ``audio_ids`` / ``audio_labels`` of shape [0, K].
+``S`` is rounded up to ``pad_to_multiple_of`` (upstream trains with 8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from higgs_ds.data.delay_pattern import IGNORE_INDEX, delay_segment_input, delay_segment_labels
+from higgs_ds.data.render import RenderedSample, SpecialTokens
+
+
+@dataclass(frozen=True)
+class CollatorConfig:
+    num_codebooks: int = 8
+    pad_to_multiple_of: int = 8
+
+    def __post_init__(self) -> None:
+        if self.num_codebooks < 1 or self.pad_to_multiple_of < 1:
+            raise ValueError(f"invalid collator config {self}")
+
+
+def padded_length(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+class Collator:
+    def __init__(self, special: SpecialTokens, cfg: CollatorConfig = CollatorConfig()) -> None:
+        self.special = special
+        self.cfg = cfg
+
+    def __call__(self, samples: list[RenderedSample]) -> dict[str, torch.Tensor]:
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        k = self.cfg.num_codebooks
+        seq_len = padded_length(max(len(s) for s in samples), self.cfg.pad_to_multiple_of)
+        input_ids = torch.full((len(samples), seq_len), self.special.pad, dtype=torch.long)
+        labels = torch.full((len(samples), seq_len), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), seq_len), dtype=torch.long)
+        audio_ids, audio_labels = [torch.empty((0, k), dtype=torch.long)], [torch.empty((0, k), dtype=torch.long)]
+        for row, sample in enumerate(samples):
+            n = len(sample)
+            input_ids[row, :n] = torch.tensor(sample.input_ids, dtype=torch.long)
+            labels[row, :n] = torch.tensor(sample.labels, dtype=torch.long)
+            attention_mask[row, :n] = 1
+            for segment in sample.segments:  # already in position order
+                if segment.codes.shape[0] != k:
+                    raise ValueError(f"segment has {segment.codes.shape[0]} codebooks, collator expects {k}")
+                audio_ids.append(delay_segment_input(segment.codes).T)
+                if segment.is_output:
+                    audio_labels.append(delay_segment_labels(segment.codes, segment.trained).T)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "audio_ids": torch.cat(audio_ids).contiguous(),
+            "audio_labels": torch.cat(audio_labels).contiguous(),
+        }

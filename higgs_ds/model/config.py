@@ -1,0 +1,178 @@
+"""`HiggsAudioConfig`: the one source of truth for the model's shape and token ids.
+
+It wraps a transformers `LlamaConfig` (the shared backbone, RoPE scaling included) and adds the
+audio fields of Boson's `HiggsAudioConfig`. It reads and writes both checkpoint layouts:
+Boson's original `config.json` (`model_type: higgs_audio`, a nested `text_config`) and the
+transformers-native port (`model_type: higgs_audio_v2`, flat, `codebook_size` = codes + 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import LlamaConfig
+
+ADAPTER_TYPES = ("dual_ffn", "dual_ffn_fast_forward")
+
+# Boson config fields we read; everything else in their config.json (Whisper encoder config, rq
+# transformer knobs, ...) is kept verbatim in `extra` and written back on export.
+_BOSON_FIELDS = (
+    "audio_adapter_type", "audio_dual_ffn_layers", "audio_num_codebooks", "audio_codebook_size",
+    "audio_stream_bos_id", "audio_stream_eos_id", "audio_in_token_idx", "audio_out_token_idx",
+    "audio_out_bos_token_id", "audio_eos_token_id", "pad_token_id", "use_delay_pattern",
+    "encode_audio_in_tokens", "skip_audio_tower", "audio_embed_avg",
+)
+
+
+@dataclass
+class HiggsAudioConfig:
+    text_config: LlamaConfig
+    audio_num_codebooks: int = 8
+    audio_codebook_size: int = 1024
+    audio_stream_bos_id: int = 1024
+    audio_stream_eos_id: int = 1025
+    audio_adapter_type: str = "dual_ffn_fast_forward"
+    audio_dual_ffn_layers: list[int] | None = None  # None: every layer is DualFFN
+    audio_in_token_idx: int = 128015  # <|AUDIO|>: one position per input (reference) audio frame
+    audio_out_token_idx: int = 128016  # <|AUDIO_OUT|>: one position per output audio frame
+    audio_out_bos_token_id: int = 128013
+    audio_eos_token_id: int = 128012
+    pad_token_id: int = 128001
+    use_delay_pattern: bool = True
+    encode_audio_in_tokens: bool = True
+    skip_audio_tower: bool = True
+    audio_embed_avg: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.text_config, dict):
+            self.text_config = LlamaConfig(**self.text_config)
+        tc = self.text_config
+        if self.audio_adapter_type not in ADAPTER_TYPES:
+            raise ValueError(
+                f"audio_adapter_type={self.audio_adapter_type!r} is not supported; use one of {ADAPTER_TYPES}"
+            )
+        if self.audio_dual_ffn_layers is None:
+            self.audio_dual_ffn_layers = list(range(tc.num_hidden_layers))
+        bad = [i for i in self.audio_dual_ffn_layers if not 0 <= i < tc.num_hidden_layers]
+        if bad:
+            raise ValueError(f"audio_dual_ffn_layers {bad} outside [0, {tc.num_hidden_layers})")
+        if self.audio_num_codebooks < 1 or self.audio_codebook_size < 1:
+            raise ValueError("audio_num_codebooks and audio_codebook_size must be positive")
+        for name in ("audio_stream_bos_id", "audio_stream_eos_id"):
+            if not 0 <= getattr(self, name) < self.codebook_rows:
+                raise ValueError(f"{name}={getattr(self, name)} outside the {self.codebook_rows}-row codebook")
+        for name in ("audio_in_token_idx", "audio_out_token_idx", "audio_out_bos_token_id",
+                     "audio_eos_token_id", "pad_token_id"):
+            if not 0 <= getattr(self, name) < tc.vocab_size:
+                raise ValueError(f"{name}={getattr(self, name)} outside the text vocabulary ({tc.vocab_size})")
+        if self.audio_embed_avg:
+            raise ValueError("audio_embed_avg=True is not supported (the released model sums codebooks)")
+        # One attention implementation everywhere: our masks are boolean 4-D masks.
+        tc._attn_implementation = "sdpa"
+
+    @property
+    def codebook_rows(self) -> int:
+        """Rows per codebook table: the codes plus the stream BOS and EOS."""
+        return self.audio_codebook_size + 2
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_config.vocab_size
+
+    def is_dual_ffn_layer(self, i: int) -> bool:
+        return i in self.audio_dual_ffn_layers
+
+    # ---- Boson layout -------------------------------------------------------------------------
+    @classmethod
+    def from_boson_dict(cls, d: dict[str, Any]) -> HiggsAudioConfig:
+        if "text_config" not in d:
+            raise ValueError("not a Boson Higgs Audio config: no 'text_config' field")
+        if not d.get("skip_audio_tower", False) and d.get("encode_whisper_embed", False):
+            raise ValueError("checkpoints that use the Whisper audio tower are not supported (skip_audio_tower=False)")
+        known = {k: d[k] for k in _BOSON_FIELDS if k in d}
+        extra = {k: v for k, v in d.items() if k not in known and k != "text_config"}
+        return cls(text_config=LlamaConfig(**d["text_config"]), extra=extra, **known)
+
+    def to_boson_dict(self) -> dict[str, Any]:
+        d = dict(self.extra)
+        d.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("text_config", "extra")})
+        text = self.text_config.to_dict()
+        text.pop("_attn_implementation_internal", None)
+        d.update(model_type="higgs_audio", architectures=["HiggsAudioModel"], text_config=text)
+        return d
+
+    # ---- transformers-native layout ------------------------------------------------------------
+    def to_hf_port_config(self):
+        """The equivalent `transformers.HiggsAudioV2Config` (all layers DualFFN, one audio placeholder)."""
+        from transformers import HiggsAudioV2Config
+
+        if len(self.audio_dual_ffn_layers) != self.text_config.num_hidden_layers:
+            raise ValueError("the transformers port has no fast-forward layers: every layer must be DualFFN")
+        tc = self.text_config
+        return HiggsAudioV2Config(
+            vocab_size=tc.vocab_size, hidden_size=tc.hidden_size, intermediate_size=tc.intermediate_size,
+            num_hidden_layers=tc.num_hidden_layers, num_attention_heads=tc.num_attention_heads,
+            num_key_value_heads=tc.num_key_value_heads, head_dim=tc.head_dim,
+            max_position_embeddings=tc.max_position_embeddings, rms_norm_eps=tc.rms_norm_eps,
+            rope_parameters=dict(tc.rope_parameters), pad_token_id=self.pad_token_id,
+            num_codebooks=self.audio_num_codebooks, codebook_size=self.codebook_rows,
+            audio_token_id=self.audio_out_token_idx, audio_bos_token_id=self.audio_out_bos_token_id,
+            audio_stream_bos_id=self.audio_stream_bos_id, audio_stream_eos_id=self.audio_stream_eos_id,
+            architectures=["HiggsAudioV2ForConditionalGeneration"],
+            # ids the port does not model (it has one placeholder for all audio); kept for our reload
+            audio_in_token_idx=self.audio_in_token_idx, audio_eos_token_id=self.audio_eos_token_id,
+        )
+
+    @classmethod
+    def from_hf_port_dict(cls, d: dict[str, Any], **overrides) -> HiggsAudioConfig:
+        llama_keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                      "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+                      "rms_norm_eps", "rope_parameters", "hidden_act")
+        text = LlamaConfig(**{k: d[k] for k in llama_keys if k in d}, tie_word_embeddings=False)
+        return cls(
+            text_config=text, audio_num_codebooks=d.get("num_codebooks", 8),
+            audio_codebook_size=d.get("codebook_size", 1026) - 2,
+            audio_stream_bos_id=d.get("audio_stream_bos_id", 1024),
+            audio_stream_eos_id=d.get("audio_stream_eos_id", 1025),
+            audio_out_token_idx=d.get("audio_token_id", 128016),
+            audio_out_bos_token_id=d.get("audio_bos_token_id", 128013),
+            audio_in_token_idx=d.get("audio_in_token_idx", 128015),
+            audio_eos_token_id=d.get("audio_eos_token_id", 128012),
+            pad_token_id=d.get("pad_token_id", 128001), **overrides,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HiggsAudioConfig:
+        """Read either layout's config.json."""
+        if d.get("model_type") == "higgs_audio_v2":
+            return cls.from_hf_port_dict(d)
+        return cls.from_boson_dict(d)
+
+
+def tiny_config(vocab_size: int = 512, **overrides) -> HiggsAudioConfig:
+    """A small GQA config for tests and the CPU demo. Token ids must fit in `vocab_size`."""
+    text_keys = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "head_dim", "max_position_embeddings"}
+    text_kw = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+    text_kw.update({k: overrides.pop(k) for k in list(overrides) if k in text_keys})
+    text = LlamaConfig(
+        vocab_size=vocab_size, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                         "low_freq_factor": 0.125, "high_freq_factor": 0.5,
+                         "original_max_position_embeddings": 1024},
+        **text_kw,
+    )
+    ids = dict(audio_in_token_idx=vocab_size - 5, audio_out_token_idx=vocab_size - 4,
+               audio_out_bos_token_id=vocab_size - 3, audio_eos_token_id=vocab_size - 2,
+               pad_token_id=vocab_size - 1)
+    ids.update(overrides)
+    return HiggsAudioConfig(text_config=text, **ids)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One setup path for a fresh machine: system packages, a virtualenv, and the pinned Python stack.
+# Idempotent: re-running it only installs what is missing. Used by `make demo` and `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+
+need_apt=()
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+command -v sox >/dev/null || need_apt+=(sox)
+command -v ninja >/dev/null || need_apt+=(ninja-build)   # DeepSpeed JIT-compiles its CPU shm op
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  echo "[setup] apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+stamp="$VENV/.higgs_ds_setup_$(cat requirements.txt scripts/setup_env.sh setup.py | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ]; then exit 0; fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip install -q --disable-pip-version-check"
+echo "[setup] installing the Python stack into $VENV (first time: ~3-5 min)"
+$PIP -U pip wheel setuptools
+$PIP -r requirements.txt
+# descript-audiotools pins protobuf<3.20, which breaks wandb; install both Descript packages without
+# their declared deps (their real runtime imports are in requirements.txt). `pip check` then reports
+# exactly one stale pin: "descript-audiotools 0.7.2 has requirement protobuf<3.20,>=3.9.2".
+$PIP --no-deps descript-audiotools==0.7.2 descript-audio-codec==1.0.0
+$PIP --no-deps -e .
+touch "$stamp"
+echo "[setup] done"

@@ -1,0 +1,20 @@
+from setuptools import setup
+
+setup(
+    name="higgs-ds",
+    version="0.1.0",
+    description="DeepSpeed ZeRO-3 training stack for Higgs Audio v2 DualFFN audio-text models",
+    python_requires=">=3.10",
+    # kernels/ ships as higgs_ds.kernels: a top-level `kernels` module would shadow HF's `kernels`.
+    packages=["higgs_ds", "higgs_ds.model", "higgs_ds.data", "higgs_ds.train", "higgs_ds.kernels"],
+    package_dir={"higgs_ds": "higgs_ds", "higgs_ds.kernels": "kernels"},
+    package_data={"higgs_ds.data": ["demo/*.txt"]},
+    install_requires=[
+        "torch>=2.4", "transformers>=5.0", "deepspeed>=0.16", "safetensors", "tokenizers",
+        "webdataset>=1.0", "pyyaml", "rich", "tqdm", "numpy", "soundfile",
+    ],
+    extras_require={
+        "audio": ["torchaudio", "descript-audio-codec"],
+        "dev": ["pytest", "pytest-benchmark", "ruff", "liger-kernel", "matplotlib", "wandb"],
+    },
+)

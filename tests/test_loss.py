@@ -1,0 +1,110 @@
+"""Loss semantics: next-token shift, zero-label batches, uniform bounds at step 0."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from higgs_ds.model.config import tiny_config
+from higgs_ds.model.loss import LossWeights, combine, loss_sums
+from higgs_ds.model.modeling import HiggsAudioModel
+from tests.model_utils import random_batch
+
+SEGMENTS = [[(2, 4, "in"), (8, 7, "out")], [(3, 9, "out"), (14, 5, "out")]]
+
+
+def _model_and_batch(vocab=512, seed=0):
+    torch.manual_seed(seed)
+    cfg = tiny_config(vocab_size=vocab)
+    model = HiggsAudioModel(cfg)
+    batch = random_batch(cfg, SEGMENTS, seq_len=22, pad={0: 3})
+    # real audio labels: column 0 of every segment is never a target (delay-pattern BOS column)
+    out_mask = batch["input_ids"] == cfg.audio_out_token_idx
+    first = out_mask & ~torch.nn.functional.pad(out_mask, (1, 0))[:, :-1]
+    batch["audio_labels"][first[out_mask]] = -100
+    return model, batch
+
+
+def _forward(model, batch):
+    return model(batch["input_ids"], batch["audio_ids"], batch["attention_mask"])
+
+
+def test_losses_equal_shifted_cross_entropy_on_full_logits():
+    model, b = _model_and_batch()
+    out = _forward(model, b)
+    sums = loss_sums(model, out, b["labels"], b["audio_labels"])
+
+    text_logits = model.text_logits(out.hidden_states)
+    want_text = F.cross_entropy(text_logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten(), reduction="sum")
+    torch.testing.assert_close(sums.text_sum, want_text)
+    assert sums.text_count == (b["labels"][:, 1:] != -100).sum()
+
+    # Boson's formulation (reference notes §7): a global shift over the concatenated audio-out rows
+    audio_logits = model.audio_logits(out.hidden_states[out.audio_out_mask])
+    for k in range(model.config.audio_num_codebooks):
+        want = F.cross_entropy(audio_logits[:-1, k], b["audio_labels"][1:, k], reduction="sum")
+        torch.testing.assert_close(sums.audio_sum[k], want)
+        assert sums.audio_count[k] == (b["audio_labels"][1:, k] != -100).sum()
+
+
+def test_unshifted_loss_differs():
+    """Guards the test above: the same-position pairing gives a different number."""
+    model, b = _model_and_batch()
+    out = _forward(model, b)
+    sums = loss_sums(model, out, b["labels"], b["audio_labels"])
+    audio_logits = model.audio_logits(out.hidden_states[out.audio_out_mask])
+    same_pos = F.cross_entropy(audio_logits[:, 0], b["audio_labels"][:, 0], reduction="sum")
+    assert not torch.allclose(sums.audio_sum[0], same_pos)
+
+
+def test_batch_without_valid_labels_gives_zero_loss_with_gradients():
+    model, b = _model_and_batch()
+    b["labels"].fill_(-100)
+    b["audio_labels"].fill_(-100)
+    parts = combine(loss_sums(model, _forward(model, b), b["labels"], b["audio_labels"]), LossWeights())
+    assert parts.loss.item() == 0.0
+    parts.loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_text_only_batch_still_runs_every_module():
+    """ZeRO-3 needs the same module calls on every rank: no audio must not skip the audio path."""
+    model, _ = _model_and_batch()
+    called = set()
+    for name, mod in model.named_modules():
+        if name:
+            mod.register_forward_hook(lambda m, i, o, name=name: called.add(name))
+    cfg = model.config
+    b = random_batch(cfg, [[], []], seq_len=10)
+    assert b["audio_ids"].shape == (0, 8) and b["audio_labels"].shape == (0, 8)
+    parts = combine(loss_sums(model, _forward(model, b), b["labels"], b["audio_labels"]), LossWeights())
+    parts.loss.backward()
+    assert parts.audio.item() == 0.0
+    expected = {n for n, m in model.named_modules() if n and not list(m.children())}
+    assert expected <= called, sorted(expected - called)
+
+
+def test_weights_are_applied_per_component():
+    model, b = _model_and_batch()
+    sums = loss_sums(model, _forward(model, b), b["labels"], b["audio_labels"])
+    w = LossWeights(text=0.5, audio=2.0, codebooks=[1.0] + [0.0] * 7)
+    parts = combine(sums, w)
+    torch.testing.assert_close(parts.audio, sums.audio_sum[0] / sums.audio_count[0])
+    torch.testing.assert_close(parts.loss, 0.5 * parts.text + 2.0 * parts.audio)
+    with pytest.raises(ValueError, match="codebook weights"):
+        combine(sums, LossWeights(codebooks=[1.0, 1.0]))
+
+
+def test_step0_losses_sit_at_uniform_bounds():
+    vocab = 128256
+    model, b = _model_and_batch(vocab=vocab)
+    with torch.no_grad():
+        parts = combine(loss_sums(model, _forward(model, b), b["labels"], b["audio_labels"]), LossWeights())
+    assert abs(parts.text.item() - math.log(vocab)) < 0.05
+    # ~20 targets per codebook: allow sampling noise per codebook, less for their mean
+    assert abs(parts.audio_per_codebook.mean().item() - math.log(1026)) < 0.05
+    for cb in parts.audio_per_codebook:
+        assert abs(cb.item() - math.log(1026)) < 0.15
