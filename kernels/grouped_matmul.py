@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from higgs_ds.kernels import runtime
 
 
@@ -91,7 +90,7 @@ def _expert_weight_grad_kernel(
     for k0 in range(start, end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_mask = offs_k < end
-        if GATHER_A:
+        if GATHER_A:  # noqa: SIM108 - a constexpr branch: only one side is compiled
             a_rows = tl.load(order_ptr + offs_k, mask=k_mask, other=0)
         else:
             a_rows = offs_k

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from higgs_ds.kernels import runtime
 
 

@@ -19,7 +19,10 @@ fi
 stamp="$VENV/.higgs_ds_setup_$(cat requirements.txt scripts/setup_env.sh setup.py | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip install -q --disable-pip-version-check"
+pip_install() {  # the machine's pip config lists local indexes that may not exist: hide that noise
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+}
+PIP=pip_install
 echo "[setup] installing the Python stack into $VENV (first time: ~3-5 min)"
 $PIP -U pip wheel setuptools
 $PIP -r requirements.txt

@@ -63,7 +63,7 @@ class SpecialTokens:
         return self.end_of_text
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> "SpecialTokens":
+    def from_tokenizer(cls, tokenizer) -> SpecialTokens:
         ids, missing = {}, []
         for name in (f.name for f in fields(cls)):
             token = _SPECIAL_TOKEN_STRINGS[name]

@@ -8,7 +8,7 @@ the tokenizer and the prompt layout can change without rebuilding shards.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class AudioContent:
             raise ValueError(f"audio codes must be [K, T], got shape {self.codes.shape}")
 
 
-Content = Union[TextContent, AudioContent]
+Content = TextContent | AudioContent
 
 
 @dataclass
@@ -55,8 +55,8 @@ class ChatMLSample:
     assistant turn is trained, as upstream)."""
 
     messages: list[Message]
-    start_index: Optional[int] = None
-    speaker: Optional[str] = None
+    start_index: int | None = None
+    speaker: str | None = None
 
 
 @dataclass
@@ -67,10 +67,10 @@ class Utterance:
     id: str
     text: str
     codes: np.ndarray  # [K, T]
-    speaker: Optional[str] = None
-    scene: Optional[str] = None
-    ref_text: Optional[str] = None
-    ref_codes: Optional[np.ndarray] = None  # [K, T_ref]
+    speaker: str | None = None
+    scene: str | None = None
+    ref_text: str | None = None
+    ref_codes: np.ndarray | None = None  # [K, T_ref]
     meta: dict = field(default_factory=dict)
 
     @property
@@ -88,7 +88,7 @@ class PromptConfig:
     text: ArabicTextConfig = ArabicTextConfig()
 
 
-def system_message(prompt: PromptConfig, scene: Optional[str]) -> Message:
+def system_message(prompt: PromptConfig, scene: str | None) -> Message:
     text = prompt.system_prompt
     if prompt.use_scene and scene:
         # The scene markers are special tokens: the tokenizer maps them to their ids inside the string.

@@ -15,11 +15,14 @@ can normalise by global valid-token counts across ranks and micro-batches.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from higgs_ds.model.modeling import HiggsAudioModel, HiggsAudioOutput
 from higgs_ds.ops.reference import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from higgs_ds.model.modeling import HiggsAudioModel, HiggsAudioOutput
 
 
 @dataclass
@@ -64,6 +67,14 @@ def shifted_targets(labels, audio_labels, audio_out_mask):
     next_pos = torch.full_like(per_pos, IGNORE_INDEX)
     next_pos[:, :-1] = per_pos[:, 1:]
     return text_t, next_pos[audio_out_mask]
+
+
+def target_counts(batch: dict, audio_out_token_idx: int) -> torch.Tensor:
+    """[1 + K] valid-target counts of a batch, known before the forward (for global normalisers)."""
+    out_mask = batch["input_ids"] == audio_out_token_idx
+    text_t, audio_t = shifted_targets(batch["labels"], batch["audio_labels"], out_mask)
+    text = (text_t != IGNORE_INDEX).sum().view(1)
+    return torch.cat([text, (audio_t != IGNORE_INDEX).sum(0)]).float()
 
 
 def loss_sums(model: HiggsAudioModel, out: HiggsAudioOutput, labels, audio_labels) -> LossSums:

@@ -23,6 +23,7 @@ from transformers.models.llama.modeling_llama import (
 
 from higgs_ds import ops
 from higgs_ds.model.config import HiggsAudioConfig
+from higgs_ds.model.loss import LossSums, loss_sums
 
 
 class DualFFNDecoderLayer(nn.Module):
@@ -104,6 +105,7 @@ class HiggsAudioOutput:
     audio_mask: torch.Tensor  # [B, S] bool: audio-in and audio-out positions
     audio_out_mask: torch.Tensor  # [B, S] bool: audio-out positions (rows of the audio head)
     past_key_values: object | None = None
+    loss_sums: LossSums | None = None
 
 
 class HiggsAudioModel(nn.Module):
@@ -124,21 +126,28 @@ class HiggsAudioModel(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        std = self.config.text_config.initializer_range
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-            elif isinstance(module, LlamaRMSNorm):
-                nn.init.ones_(module.weight)
+            self.init_module(module)
+
+    def init_module(self, module: nn.Module) -> None:
+        """Initialise one module's own parameters (callers gather them first under ZeRO-3)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.text_config.initializer_range)
+        elif isinstance(module, LlamaRMSNorm):
+            nn.init.ones_(module.weight)
 
     def embed_audio(self, audio_ids: torch.Tensor) -> torch.Tensor:
         """Sum of per-codebook embeddings: audio_ids [N, K] -> [N, H]. Runs on N=0 as well."""
         return self.audio_codebook_embeddings(audio_ids + self.codebook_offsets).sum(dim=-2)
 
-    def forward(self, input_ids, audio_ids, attention_mask=None, position_ids=None, past_key_values=None):
+    def forward(self, input_ids, audio_ids, attention_mask=None, position_ids=None, past_key_values=None,
+                labels=None, audio_labels=None):
         """input_ids [B, S]: text ids, with `<|AUDIO|>` / `<|AUDIO_OUT|>` at every audio-in / audio-out
         frame position. audio_ids [N_audio, K]: the (delay-patterned) codes of those positions in
         row-major order. attention_mask [B, S]: 1 for real tokens (right padding in training).
+        labels [B, S] / audio_labels [N_out, K] (position-aligned, unshifted): when given, the output
+        carries the fused head + loss sums (`higgs_ds.model.loss.loss_sums`), computed inside this
+        forward so ZeRO-3 sees one forward per step.
         """
         cfg = self.config
         audio_out_mask = input_ids == cfg.audio_out_token_idx
@@ -164,7 +173,10 @@ class HiggsAudioModel(nn.Module):
                 hidden = torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
             else:
                 hidden = layer(*args)
-        return HiggsAudioOutput(self.norm(hidden), audio_mask, audio_out_mask, past_key_values)
+        out = HiggsAudioOutput(self.norm(hidden), audio_mask, audio_out_mask, past_key_values)
+        if labels is not None:
+            out.loss_sums = loss_sums(self, out, labels, audio_labels)
+        return out
 
     def _attention_masks(self, key_valid, audio_mask, past_len):
         """Boolean [B, 1, S_q, S_k] masks (True = attend): causal + padding, and for fast-forward

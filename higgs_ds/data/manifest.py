@@ -1,0 +1,147 @@
+"""JSONL manifest: one utterance per line.
+
+Fields: ``id`` (unique), ``text``, exactly one of ``audio`` (a sound file) / ``codes`` (.npy int [K, T]),
+optional ``speaker`` and ``scene``, and optionally a voice-cloning reference: ``ref_text`` together with
+exactly one of ``ref_audio`` / ``ref_codes``. Relative paths are relative to the manifest's folder.
+
+Structural problems are found here, before any encoding; content problems (unreadable audio, codes out
+of range) when the sample is loaded. Both raise :class:`BadSampleError` naming the sample.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from higgs_ds.data.text import normalize_arabic
+
+_KNOWN_FIELDS = {"id", "text", "audio", "codes", "speaker", "scene", "ref_audio", "ref_codes", "ref_text"}
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+class BadSampleError(ValueError):
+    """A manifest line that cannot become a training sample."""
+
+    def __init__(self, where: str, sample_id: str | None, kind: str, reason: str) -> None:
+        self.where, self.sample_id, self.kind, self.reason = where, sample_id, kind, reason
+        super().__init__(f"{where}, sample {sample_id!r}: {reason}")
+
+    def __reduce__(self):  # survive the trip back from builder worker processes
+        return BadSampleError, (self.where, self.sample_id, self.kind, self.reason)
+
+    def as_reject(self) -> dict:
+        return {"where": self.where, "id": self.sample_id, "kind": self.kind, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    id: str
+    key: str  # tar-safe form of id (webdataset splits member names at the first '.')
+    line: int
+    source: str  # "manifest.jsonl:12", used in messages
+    text: str
+    audio: str | None = None
+    codes: str | None = None
+    speaker: str | None = None
+    scene: str | None = None
+    ref_text: str | None = None
+    ref_audio: str | None = None
+    ref_codes: str | None = None
+
+    def error(self, kind: str, reason: str) -> BadSampleError:
+        return BadSampleError(self.source, self.id, kind, reason)
+
+
+def _resolve(base: Path, value) -> str | None:
+    if value in (None, ""):
+        return None
+    path = Path(value)
+    return str(path if path.is_absolute() else base / path)
+
+
+def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
+    """Parse and structurally validate one manifest line."""
+    where = f"{manifest.name}:{line}"
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadSampleError(where, None, "invalid_json", f"invalid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise BadSampleError(where, None, "invalid_json", "line is not a JSON object")
+    sample_id = record.get("id")
+    if not isinstance(sample_id, str) or not sample_id.strip():
+        raise BadSampleError(where, None, "missing_id", "missing or empty 'id'")
+    unknown = set(record) - _KNOWN_FIELDS
+    if unknown:
+        raise BadSampleError(where, sample_id, "unknown_field", f"unknown fields {sorted(unknown)}")
+    base = manifest.parent
+    entry = ManifestEntry(
+        id=sample_id, key=_KEY_UNSAFE.sub("_", sample_id), line=line, source=where,
+        text=record.get("text") or "", audio=_resolve(base, record.get("audio")),
+        codes=_resolve(base, record.get("codes")), speaker=record.get("speaker"), scene=record.get("scene"),
+        ref_text=record.get("ref_text"), ref_audio=_resolve(base, record.get("ref_audio")),
+        ref_codes=_resolve(base, record.get("ref_codes")),
+    )
+    if not normalize_arabic(entry.text):
+        raise entry.error("empty_text", "empty 'text'")
+    if (entry.audio is None) == (entry.codes is None):
+        raise entry.error("no_audio", "needs exactly one of 'audio' or 'codes'")
+    has_ref_source = entry.ref_audio is not None or entry.ref_codes is not None
+    if entry.ref_audio is not None and entry.ref_codes is not None:
+        raise entry.error("ref_mismatch", "give 'ref_audio' or 'ref_codes', not both")
+    if has_ref_source and not normalize_arabic(entry.ref_text or ""):
+        raise entry.error("ref_mismatch", "reference audio/codes given without 'ref_text'")
+    if entry.ref_text and not has_ref_source:
+        raise entry.error("ref_mismatch", "'ref_text' given without 'ref_audio' or 'ref_codes'")
+    for field in ("audio", "codes", "ref_audio", "ref_codes"):
+        path = getattr(entry, field)
+        if path is not None and not Path(path).is_file():
+            raise entry.error("missing_file", f"'{field}' file not found: {path}")
+    return entry
+
+
+def estimate_frames(entry: ManifestEntry, frame_rate: float) -> int:
+    """Frames of target + reference, from file headers only (used to plan shard sizes)."""
+    total = 0
+    for audio_field, codes_field in (("audio", "codes"), ("ref_audio", "ref_codes")):
+        audio, codes = getattr(entry, audio_field), getattr(entry, codes_field)
+        if codes is not None:
+            try:
+                shape = np.load(codes, mmap_mode="r").shape
+            except Exception as exc:  # numpy raises several types for broken files
+                raise entry.error("unreadable_codes", f"unreadable '{codes_field}' {codes}: {exc}") from None
+            total += int(shape[-1]) if len(shape) == 2 else 0
+        elif audio is not None:
+            try:
+                info = soundfile.info(audio)
+            except Exception as exc:  # soundfile.LibsndfileError, RuntimeError, ...
+                raise entry.error("unreadable_audio", f"unreadable '{audio_field}' {audio}: {exc}") from None
+            total += int(info.frames / info.samplerate * frame_rate) + 1
+    return total
+
+
+def read_manifest(path: str | Path, skip_bad: bool) -> tuple[list[ManifestEntry], list[dict]]:
+    """All valid entries in file order, and the rejects (only when ``skip_bad``; else the first bad
+    line raises). Duplicate ids (or ids that collide once made tar-safe) are bad samples."""
+    path = Path(path)
+    entries, rejects, keys = [], [], {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = parse_line(raw, line_no, path)
+                if entry.key in keys:
+                    raise entry.error("duplicate_id", f"duplicate id (clashes with line {keys[entry.key]})")
+                keys[entry.key] = line_no
+                entries.append(entry)
+            except BadSampleError as exc:
+                if not skip_bad:
+                    raise
+                rejects.append(exc.as_reject())
+    return entries, rejects

@@ -1,0 +1,180 @@
+"""One worker's deterministic sample and batch stream.
+
+The stream of logical worker ``w`` on rank ``r`` in epoch ``e`` is a pure function of
+``(seed, e, r, w, world_size, num_workers, shard list)``:
+
+1. Shards are permuted by ``Random(seed, "shards", e)`` (the same permutation on every rank), and
+   slot ``r * num_workers + w`` takes every ``world_size * num_workers``-th shard, so ranks and workers
+   read disjoint shards. With fewer shards than slots (small eval sets), every slot reads all shards
+   and keeps every n-th sample instead, still disjoint.
+2. Raw samples pass a shuffle buffer seeded by ``(seed, e, r, w)``, are decoded, turned into ChatML and
+   rendered.
+3. Rendered samples are pooled, sorted by length and cut into batches under a token budget
+   (length bucketing), and the batch order within a pool is shuffled with the same seeded RNG.
+
+Because nothing else feeds the stream, the position "batch b of epoch e" fully describes a worker's
+state, and replaying epoch e and dropping b batches restores it exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import webdataset as wds
+
+from higgs_ds.data.render import ChatMLRenderer, RenderedSample
+from higgs_ds.data.schema import PromptConfig, utterance_to_chatml
+from higgs_ds.data.shards import iter_tar_samples, tar_sample_to_utterance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    seed: int = 0
+    shuffle_buffer: int = 256  # raw samples; 1 disables sample shuffling
+    bucket_pool: int = 512  # rendered samples sorted together; larger = less padding, more memory
+    max_tokens: int = 8192  # per batch: batch_size x padded length stays within this budget
+    max_batch_size: int = 64
+    max_seq_len: int = 4096  # longer samples are skipped and counted
+    pad_to_multiple_of: int = 8
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    strict: bool = False  # corrupt shards and undecodable samples raise instead of being skipped
+    warn_every: int = 100  # rate limit: warn on the 1st, then every n-th event of a kind
+    prompt: PromptConfig = PromptConfig()
+
+    def __post_init__(self) -> None:
+        if min(self.shuffle_buffer, self.bucket_pool, self.max_batch_size, self.warn_every) < 1:
+            raise ValueError(f"invalid stream config {self}")
+        if self.max_seq_len > self.max_tokens:
+            raise ValueError(f"max_seq_len {self.max_seq_len} exceeds the batch token budget {self.max_tokens}")
+        if self.max_seq_len % self.pad_to_multiple_of:
+            raise ValueError(f"max_seq_len {self.max_seq_len} must be a multiple of {self.pad_to_multiple_of}")
+
+
+@dataclass
+class StreamCounters:
+    """Events since the last reset; the loader sums them into its metrics."""
+
+    corrupt_shards: int = 0
+    bad_samples: int = 0
+    too_long_samples: int = 0
+    _seen: dict = field(default_factory=dict)  # lifetime counts per kind, for rate limiting only
+
+    def record(self, kind: str, message: str, every: int) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        seen = self._seen[kind] = self._seen.get(kind, 0) + 1
+        if seen == 1 or seen % every == 0:
+            log.warning("%s (%s #%d)", message, kind, seen)
+
+    def take(self) -> dict[str, int]:
+        out = {"corrupt_shards": self.corrupt_shards, "bad_samples": self.bad_samples,
+               "too_long_samples": self.too_long_samples}
+        self.corrupt_shards = self.bad_samples = self.too_long_samples = 0
+        return out
+
+
+def assign_shards(shards: list[str], seed: int, epoch: int, rank: int, world_size: int, worker: int,
+                  num_workers: int) -> tuple[list[str], int, int]:
+    """(shards to read, sample stride, sample offset) for one slot in one epoch."""
+    order = sorted(shards)
+    random.Random(f"{seed}:shards:{epoch}").shuffle(order)
+    slots, slot = world_size * num_workers, rank * num_workers + worker
+    if len(order) >= slots:
+        return order[slot::slots], 1, 0
+    return order, slots, slot
+
+
+def padded_len(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+def bucket_batches(samples: list[RenderedSample], cfg: StreamConfig, rng: random.Random) -> list[list[RenderedSample]]:
+    """Sort a pool by length and cut it greedily into batches whose padded size fits the token budget;
+    the batch order is shuffled so that lengths do not trend within an epoch."""
+    batches, current = [], []
+    for sample in sorted(samples, key=len):  # stable: ties keep stream order
+        longest = padded_len(len(sample), cfg.pad_to_multiple_of)  # sorted, so this sample is the longest
+        if current and (longest * (len(current) + 1) > cfg.max_tokens or len(current) >= cfg.max_batch_size):
+            batches.append(current)
+            current = []
+        current.append(sample)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+class WorkerStream:
+    def __init__(self, cfg: StreamConfig, shards: list[str], tokenizer, rank: int, world_size: int, worker: int,
+                 num_workers: int, expected_samples: dict[str, int] | None = None) -> None:
+        self.cfg, self.shards = cfg, shards
+        self.expected_samples = expected_samples or {}  # from shards.json: catches silently truncated tars
+        self._shard_failed = False
+        self.rank, self.world_size, self.worker, self.num_workers = rank, world_size, worker, num_workers
+        self.renderer = ChatMLRenderer(tokenizer, cfg.num_codebooks)
+        self.counters = StreamCounters()
+
+    def _rng(self, epoch: int, purpose: str) -> random.Random:
+        return random.Random(f"{self.cfg.seed}:{purpose}:{epoch}:{self.rank}:{self.worker}")
+
+    def _skip_shard_error(self, exc: Exception) -> bool:
+        """webdataset handler for open/truncation errors: count, warn (rate-limited), go on."""
+        self._shard_failed = True
+        self.counters.record("corrupt_shards", f"skipping unreadable shard data: {exc}", self.cfg.warn_every)
+        return True
+
+    def _check_count(self, shard: str, read: int) -> None:
+        # tarfile ends quietly when a file is cut at a member boundary; the index count catches that.
+        expected = self.expected_samples.get(shard)
+        if expected is None or read == expected or self._shard_failed:
+            return
+        message = f"{shard}: read {read} samples, shards.json says {expected} (truncated or replaced shard)"
+        if self.cfg.strict:
+            raise RuntimeError(message)
+        self.counters.record("corrupt_shards", message, self.cfg.warn_every)
+
+    def raw_samples(self, epoch: int) -> Iterator[dict]:
+        shards, stride, offset = assign_shards(self.shards, self.cfg.seed, epoch, self.rank, self.world_size,
+                                               self.worker, self.num_workers)
+        for shard in shards:
+            handler = wds.reraise_exception if self.cfg.strict else self._skip_shard_error
+            self._shard_failed, read = False, 0
+            for sample in iter_tar_samples(shard, handler=handler):
+                if read % stride == offset:
+                    yield sample
+                read += 1
+            self._check_count(shard, read)
+
+    def rendered_samples(self, epoch: int) -> Iterator[RenderedSample]:
+        shuffled = wds.filters._shuffle(self.raw_samples(epoch), bufsize=self.cfg.shuffle_buffer,
+                                        initial=self.cfg.shuffle_buffer, rng=self._rng(epoch, "samples"))
+        for raw in shuffled:
+            try:
+                utt = tar_sample_to_utterance(raw, self.cfg.num_codebooks, self.cfg.codebook_size)
+                rendered = self.renderer(utterance_to_chatml(utt, self.cfg.prompt))
+            except Exception as exc:  # any decoding/rendering failure is a bad sample
+                if self.cfg.strict:
+                    raise
+                self.counters.record("bad_samples", f"skipping bad sample: {exc}", self.cfg.warn_every)
+                continue
+            if len(rendered) > self.cfg.max_seq_len:
+                self.counters.record("too_long_samples", f"skipping {raw['__key__']}: {len(rendered)} positions > "
+                                     f"max_seq_len {self.cfg.max_seq_len}", self.cfg.warn_every)
+                continue
+            yield rendered
+
+    def batches(self, epoch: int) -> Iterator[list[RenderedSample]]:
+        """Batches of one epoch, deterministic for (seed, epoch, rank, worker, shards)."""
+        rng, pool = self._rng(epoch, "batches"), []
+        for sample in self.rendered_samples(epoch):
+            pool.append(sample)
+            if len(pool) == self.cfg.bucket_pool:
+                yield from bucket_batches(pool, self.cfg, rng)
+                pool = []
+        if pool:
+            yield from bucket_batches(pool, self.cfg, rng)

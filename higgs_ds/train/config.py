@@ -1,0 +1,149 @@
+"""Typed training configuration: a YAML recipe plus `key.sub=value` command-line overrides.
+
+Every knob lives here once. The DeepSpeed JSON only carries what is DeepSpeed's own (ZeRO stage,
+offload, bucket sizes); batch sizes and precision are filled in from this config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from higgs_ds.data.loader import DataConfig as LoaderConfig
+
+
+@dataclass
+class ModelConfig:
+    init: str | None = None  # local Higgs Audio v2 (Boson or transformers layout) or Llama checkpoint dir
+    # a fresh model when init is None: sizes of the tiny demo model
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    num_codebooks: int = 8
+
+    def __post_init__(self):
+        if self.init is not None and not Path(self.init).is_dir():
+            raise ValueError(f"model.init={self.init!r} is not a local checkpoint directory")
+
+
+@dataclass
+class DataConfig:
+    tokenizer: str = "data/demo/tokenizer"  # a transformers tokenizer dir with the Higgs special tokens
+    train: LoaderConfig = field(default_factory=lambda: LoaderConfig(shards="data/demo/train"))
+    eval_shards: str | None = "data/demo/eval"  # evaluated with train's stream settings, unshuffled
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
+            raise ValueError("optim: lr must be > 0, min_lr_ratio in [0, 1], warmup_steps >= 0")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class LossConfig:
+    text_weight: float = 1.0
+    audio_weight: float = 1.0
+    codebook_weights: list[float] | None = None  # None: 1/K each
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/demo"
+    steps: int = 300  # the run's fixed budget (also the length of the LR schedule)
+    stop_at: int | None = None  # end this job early at that step (checkpointed), e.g. before a time limit
+    grad_accum: int = 1
+    seed: int = 1234
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or "fp32" / "bf16"
+    activation_checkpointing: bool = False
+    freeze: str = "none"  # "none" | "audio_only" (train audio MLPs, audio norms, codebook embeddings, audio head)
+    ops_backend: str = "auto"  # "auto" (Triton on CUDA) | "torch" | "triton"
+    log_every: int = 10
+    predict_every: int = 50
+    eval_every: int = 100
+    save_every: int = 100
+    keep_last: int = 2
+    resume: str | None = None  # None | "auto" | a checkpoint tag
+    max_nonfinite: int = 5  # stop after this many non-finite micro-batches in a row
+    peak_tflops: float | None = None  # per device, for MFU; None = no MFU
+    wandb_project: str | None = "higgs-ds"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        if self.steps < 1 or self.grad_accum < 1:
+            raise ValueError("steps and grad_accum must be >= 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision={self.precision!r}: use auto, fp32 or bf16")
+        if self.freeze not in ("none", "audio_only"):
+            raise ValueError(f"freeze={self.freeze!r}: use none or audio_only")
+        if self.keep_last < 1:
+            raise ValueError("keep_last must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict[str, Any], where: str, base=None):
+    """Build dataclass `cls` from a nested dict, starting from `base` (an instance) or the defaults."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        sub = hints[name]
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+            current = getattr(base, name) if base is not None else _default(fields[name])
+            kwargs[name] = _build(sub, value, f"{where}{name}.", current)
+        elif isinstance(value, str) and float in typing.get_args(sub) + (sub,):
+            kwargs[name] = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        else:
+            kwargs[name] = value
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
+    return cls(**kwargs)
+
+
+def _default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _set_path(tree: dict, dotted: str, raw: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = yaml.safe_load(raw)  # "3" -> 3, "1e-4" -> 1e-4, "null" -> None, "[1,2]" -> list
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """YAML recipe (optional) + overrides such as `steps=20` or `optim.lr=3e-4`."""
+    tree: dict[str, Any] = {}
+    if path:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key, raw)
+    return _build(TrainConfig, tree, "")

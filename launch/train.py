@@ -1,0 +1,29 @@
+"""Train a Higgs Audio v2 DualFFN model with DeepSpeed.
+
+    deepspeed launch/train.py --deepspeed ds_configs/zero3.json --config recipes/demo.yaml [key=value ...]
+
+Overrides use dotted keys of `higgs_ds.train.config.TrainConfig`, e.g. `steps=50 optim.lr=3e-4
+model.init=/ckpt/higgs-audio-v2 resume=auto`.
+"""
+
+import argparse
+
+from higgs_ds.train.config import load_config
+from higgs_ds.train.loop import train
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML recipe (see recipes/)")
+    p.add_argument("--deepspeed", nargs="?", const=True, default=None,
+                   help="DeepSpeed JSON (or a bare flag, with --deepspeed_config)")
+    p.add_argument("--deepspeed_config", help="DeepSpeed JSON (the launcher's older spelling)")
+    p.add_argument("--local_rank", type=int, default=-1, help="set by the DeepSpeed launcher")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    args = p.parse_args(argv)
+    ds_json = args.deepspeed if isinstance(args.deepspeed, str) else args.deepspeed_config
+    train(load_config(args.config, args.overrides), ds_json or "ds_configs/zero3.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Synthetic WebDataset splits of random codes, written with webdataset.TarWriter (not our builder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+from higgs_ds.data.demo import demo_sentences
+from higgs_ds.data.schema import Utterance
+from higgs_ds.data.shards import INDEX_NAME, SHARD_NAME, utterance_to_tar_sample
+
+K = 8
+
+
+def random_utterance(rng: np.random.Generator, i: int, with_ref: bool) -> Utterance:
+    sentences = demo_sentences()
+    frames = int(rng.integers(10, 60))
+    ref = rng.integers(0, 1024, (K, int(rng.integers(5, 30)))) if with_ref else None
+    return Utterance(id=f"s{i:05d}", text=sentences[i % len(sentences)], codes=rng.integers(0, 1024, (K, frames)),
+                     speaker=f"spk{i % 3}", ref_text=sentences[(i + 1) % len(sentences)] if with_ref else None,
+                     ref_codes=ref)
+
+
+def write_synthetic_split(folder: Path, num_shards: int, per_shard: int, seed: int = 0) -> list[list[str]]:
+    """Shards written directly with webdataset.TarWriter (not the builder) + a minimal index.
+    Returns the sample ids of each shard."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids, shards = [], []
+    for s in range(num_shards):
+        utts = [random_utterance(rng, s * per_shard + j, with_ref=j % 2 == 0) for j in range(per_shard)]
+        with wds.TarWriter(str(folder / SHARD_NAME.format(s))) as sink:
+            for u in utts:
+                sink.write(utterance_to_tar_sample(u.id, u))
+        ids.append([u.id for u in utts])
+        shards.append({"name": SHARD_NAME.format(s), "samples": per_shard, "frames": sum(u.frames for u in utts),
+                       "bytes": 0, "speakers": {}})
+    index = {"version": 1, "num_samples": num_shards * per_shard, "num_codebooks": K, "codebook_size": 1024,
+             "shards": shards}
+    (folder / INDEX_NAME).write_text(json.dumps(index))
+    return ids
