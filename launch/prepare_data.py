@@ -1,6 +1,6 @@
 """Build WebDataset shards for higgs-ds.
 
-    # real data: a JSONL manifest (see higgs_ds/data/README_data.md) -> shards + shards.json
+    # real data: a JSONL manifest (see README.md, "Manifest format") -> shards + shards.json
     python launch/prepare_data.py build --manifest train.jsonl --out data/train \
         --codec-weights weights/dac_24khz.pth --workers 8 [--skip-bad]
 

@@ -1,8 +1,14 @@
 import os
 
-import pytest
+import torch
 
+# Triton kernels run through the interpreter on CPU tensors when there is no GPU. The variable must
+# be set before anything imports triton (deepspeed and transformers do), so it is set here, first.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+
+import pytest  # noqa: E402
 
 
 def pytest_addoption(parser):

@@ -1,6 +1,6 @@
 """Data pipeline: manifests -> codec codes -> WebDataset shards -> resumable streaming model batches.
 
-Public API (see README_data.md):
+Public API (see the "Data" section of README.md):
     build_loader(DataConfig, tokenizer, rank, world_size) -> StreamingLoader (state_dict/load_state_dict/metrics)
     build_eval_batches(DataConfig, tokenizer, rank, world_size) -> list of batches
     Collator / ChatMLRenderer / SpecialTokens: the batch contract and prompt rendering

@@ -10,9 +10,9 @@ import torch
 from deepspeed.utils import set_z3_leaf_modules
 from transformers import AutoTokenizer
 
+from higgs_ds import ops
 from higgs_ds.model.checkpoint import config_from_checkpoint, load_weights
 from higgs_ds.model.config import HiggsAudioConfig, tiny_config
-from higgs_ds import ops
 from higgs_ds.model.modeling import DualFFNDecoderLayer, HiggsAudioModel
 from higgs_ds.train.config import TrainConfig
 

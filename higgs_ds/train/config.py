@@ -80,6 +80,7 @@ class TrainConfig:
     keep_last: int = 2
     resume: str | None = None  # None | "auto" | a checkpoint tag
     max_nonfinite: int = 5  # stop after this many non-finite micro-batches in a row
+    dist_timeout_s: int = 600  # a rank waiting longer than this on a dead peer errors out instead of hanging
     peak_tflops: float | None = None  # per device, for MFU; None = no MFU
     wandb_project: str | None = "higgs-ds"
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -90,6 +91,19 @@ def _sanity_checks(step: int, m: dict, vocab: int, codebook_rows: int, real_data
                     "model sees its targets (copying its input), not that it learned audio.", min(accs), step)
 
 
+def _catch_stop_signals() -> dict:
+    """SIGTERM (preemption, scancel) and SIGUSR1 (Slurm's pre-timeout warning) ask for a checkpoint
+    and a clean exit at the next step boundary."""
+    received = {"signal": None}
+
+    def handler(signum, _frame):
+        received["signal"] = signal.Signals(signum).name
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, handler)
+    return received
+
+
 def evaluate(engine, batches: list[dict], weights: LossWeights, k: int) -> dict:
     """Loss over the whole held-out split (every rank runs the same number of forwards)."""
     engine.eval()
@@ -103,7 +117,8 @@ def evaluate(engine, batches: list[dict], weights: LossWeights, k: int) -> dict:
 
 def train(cfg: TrainConfig, ds_config_path: str) -> Path:
     # ---- setup --------------------------------------------------------------------------------
-    rank, world = init_distributed()
+    rank, world = init_distributed(cfg.dist_timeout_s)
+    stop_signal = _catch_stop_signals()
     handler = (RichHandler(show_path=False, markup=False) if os.isatty(1)
                else logging.StreamHandler())  # plain lines in log files, no 80-column wrapping
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, force=True, handlers=[handler],
@@ -227,10 +242,17 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
             log.info("eval @ %d  loss %.4f  text %.4f  audio %.4f", done, em["loss"], em["loss/text"],
                      em["loss/audio"])
 
-        if done % cfg.save_every == 0 or done == end_step:
+        # all ranks agree on stopping, even if only one of them got the signal
+        stopping = _all_reduce(torch.tensor([stop_signal["signal"] is not None], dtype=torch.float32,
+                                            device=engine.device), dist.ReduceOp.MAX).item() > 0
+        if done % cfg.save_every == 0 or done == end_step or stopping:
             tag = checkpointing.save(engine, ckpt_dir, done, {"loader": loader.state_dict()},
                                      {"train": cfg.to_dict(), "model": mcfg.to_boson_dict()}, cfg.keep_last)
             log.info("saved checkpoint %s", ckpt_dir / tag)
+        if stopping:
+            log.warning("stop requested (%s) at step %d: checkpoint %s written; resume with resume=auto",
+                        stop_signal["signal"] or "signal on another rank", done, ckpt_dir / tag)
+            break
 
     progress.stop()
     if rank == 0:

@@ -1,18 +1,9 @@
-"""Kernel tests run the Triton code on CPU tensors through the interpreter when there is no GPU.
+"""Kernel tests run the Triton code on CPU tensors through the interpreter when there is no GPU
+(TRITON_INTERPRET is set by tests/conftest.py, before anything imports triton)."""
 
-TRITON_INTERPRET must be set before triton is first imported, hence at conftest import time.
-"""
+import pytest
 
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from higgs_ds import ops  # noqa: E402
+from higgs_ds import ops
 
 
 @pytest.fixture

@@ -1,0 +1,97 @@
+"""Autoregressive audio generation with a KV cache, for a batch of prompts.
+
+Each step feeds one `<|AUDIO_OUT|>` position per prompt (the previous column of codes), reads the
+audio head at that position, selects tokens (`sampling.py`) and forces the delay pattern
+(`delay.py`). The prompt's last position already holds the forced all-BOS column, so the first
+forward (the prefill) yields the first sampled column.
+
+Distributed (ZeRO-3): every rank must call the model's modules the same number of times. With
+``sync_ranks=True`` (the default whenever torch.distributed is initialised with more than one rank)
+the "all prompts finished" flag is all-reduced every step, so all ranks take the same number of
+steps; finished prompts keep being fed all-EOS columns, whose outputs are discarded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from transformers import DynamicCache
+
+from higgs_ds.data.render import ChatMLRenderer
+from higgs_ds.data.schema import PromptConfig
+from higgs_ds.inference.config import GenerationConfig
+from higgs_ds.inference.delay import DelayPatternState, codes_from_segment
+from higgs_ds.inference.prompt import TTSRequest, build_prompt, left_pad
+from higgs_ds.inference.sampling import select_tokens
+
+
+@dataclass
+class GenerationResult:
+    delayed: list[torch.Tensor]  # per prompt: the generated delayed segment [K, L] (BOS column first)
+    codes: list[torch.Tensor]  # per prompt: codec codes [K, T] (delay reverted, clipped, BOS/EOS dropped)
+    finished: list[bool]  # per prompt: the EOS diagonal completed before max_new_frames
+    steps: int  # model forwards taken (the same on every rank when synced)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_finished(local: bool, device, sync: bool) -> bool:
+    if not sync:
+        return local
+    flag = torch.tensor([0.0 if local else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag.item() == 0
+
+
+@torch.no_grad()
+def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_ids: torch.Tensor,
+                      cfg: GenerationConfig, sync_ranks: bool | None = None) -> GenerationResult:
+    """Decode from left-padded prompts whose last position is the all-BOS `<|AUDIO_OUT|>` column.
+
+    input_ids / attention_mask [B, S]; audio_ids [N_audio, K] (the model's expanded-input contract)."""
+    mcfg = model.config
+    device = next(model.parameters()).device
+    sync = _distributed() if sync_ranks is None else sync_ranks
+    if not bool((input_ids[:, -1] == mcfg.audio_out_token_idx).all()):
+        raise ValueError("every prompt must end with the <|AUDIO_OUT|> position of the all-BOS column "
+                         "(build prompts with higgs_ds.inference.build_prompt)")
+    b, k = input_ids.shape[0], mcfg.audio_num_codebooks
+    input_ids, attention_mask, audio_ids = input_ids.to(device), attention_mask.to(device), audio_ids.to(device)
+    generator = None
+    if cfg.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    state = DelayPatternState(b, k, mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id, device)
+    step_ids = torch.full((b, 1), mcfg.audio_out_token_idx, dtype=torch.long, device=device)
+    ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=device)
+
+    cache = DynamicCache()
+    out = model(input_ids, audio_ids, attention_mask, past_key_values=cache)
+    steps = 1
+    while True:
+        logits = model.audio_logits(out.hidden_states[:, -1]).float()  # [B, K, C+2]
+        tokens = select_tokens(logits, cfg, state.history(cfg.ras_window), generator)
+        column = state.append(tokens)
+        done = bool(state.finished.all()) or len(state.columns) - 1 >= cfg.max_new_frames
+        if _all_finished(done, device, sync):
+            break
+        attention_mask = torch.cat([attention_mask, ones], dim=1)
+        out = model(step_ids, column, attention_mask, past_key_values=cache)
+        steps += 1
+
+    delayed = state.segments()
+    finished = state.finished.tolist()
+    codes = [codes_from_segment(d, f, mcfg.audio_codebook_size).cpu() for d, f in zip(delayed, finished, strict=True)]
+    return GenerationResult([d.cpu() for d in delayed], codes, finished, steps)
+
+
+def generate(model, renderer: ChatMLRenderer, requests: list[TTSRequest], cfg: GenerationConfig = GenerationConfig(),
+             prompt: PromptConfig = PromptConfig(), sync_ranks: bool | None = None) -> GenerationResult:
+    """Generate codes for a batch of TTS requests (one prompt per request)."""
+    if not requests:
+        raise ValueError("generate() needs at least one request")
+    batch = left_pad([build_prompt(renderer, r, prompt) for r in requests], renderer.special.pad)
+    return generate_from_ids(model, batch["input_ids"], batch["attention_mask"], batch["audio_ids"], cfg, sync_ranks)

@@ -1,0 +1,191 @@
+"""Listening eval during training: a few fixed held-out prompts, every `audio_eval.every` steps.
+
+For each prompt (a held-out utterance: text, optional scene and voice-cloning reference, and its
+reference codes):
+
+- teacher-forced per-codebook audio loss and accuracy (one forward with labels);
+- a free-running generation (`higgs_ds.inference.generate`), compared with the reference codes:
+  frame accuracy (reference frames whose K codes are all reproduced at the same index), codebook-0
+  accuracy, length ratio (generated / reference frames) and whether the EOS diagonal was reached;
+- on rank 0: the generation decoded to a wav, its codes (.npy) and a spectrogram PNG under
+  ``<run_dir>/audio_eval/stepNNNNNN/``, logged to wandb as audio + image, and the scalars written to
+  metrics.jsonl (kind "audio_eval"); optional ASR / speaker-similarity scores (`SpeechScorer`).
+
+ZeRO-3: every rank builds the same prompts and calls `run` at the same step; the model is called
+identically on all ranks (one teacher-forced forward, then generation with the stop flag
+all-reduced each step, see `higgs_ds.inference.generate`). Only rank 0 decodes audio and writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from higgs_ds.data.codec import AudioCodec, CodecConfig, load_codec
+from higgs_ds.data.collate import Collator, CollatorConfig
+from higgs_ds.data.render import ChatMLRenderer
+from higgs_ds.data.schema import PromptConfig, Utterance, utterance_to_chatml
+from higgs_ds.data.shards import iter_tar_samples, list_shards, tar_sample_to_utterance
+from higgs_ds.inference import (
+    GenerationConfig,
+    SpeechScorer,
+    TTSRequest,
+    decode_codes,
+    generate,
+    write_codes,
+    write_spectrogram,
+    write_wav,
+)
+
+log = logging.getLogger("higgs_ds")
+
+
+def _eval_generation() -> GenerationConfig:
+    # Greedy without RAS: deterministic, so the numbers move only when the model does.
+    return GenerationConfig(max_new_frames=250, temperature=0.0, ras_window=0)
+
+
+@dataclass
+class AudioEvalConfig:
+    every: int = 0  # steps between audio evals; 0 = off
+    shards: str | None = None  # held-out split; None = the run's data.eval_shards
+    num_prompts: int = 2  # the first utterances of the split, in shard order
+    codec_kind: str = "dac"
+    codec_weights: str | None = "data/demo/codec/dac_seeded_demo.pth"  # must be the codec the shards used
+    generation: GenerationConfig = field(default_factory=_eval_generation)
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.num_prompts < 1:
+            raise ValueError(f"audio_eval: every={self.every} must be >= 0 and num_prompts={self.num_prompts} >= 1")
+        if isinstance(self.generation, dict):
+            self.generation = GenerationConfig(**self.generation)
+        if self.every and not self.codec_weights:
+            raise ValueError("audio_eval.codec_weights is required when audio_eval.every > 0")
+
+
+def read_utterances(split_dir: str, n: int, num_codebooks: int, codebook_size: int = 1024) -> list[Utterance]:
+    """The first `n` utterances of a split, in shard order (the same on every rank)."""
+    samples = itertools.chain.from_iterable(iter_tar_samples(s) for s in list_shards(split_dir))
+    utts = [tar_sample_to_utterance(s, num_codebooks, codebook_size) for s in itertools.islice(samples, n)]
+    if not utts:
+        raise ValueError(f"audio_eval: no utterances in {split_dir}")
+    return utts
+
+
+def compare_codes(generated: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Generated codes [K, T_g] against reference codes [K, T_r], index by index."""
+    t_ref, t_gen = reference.shape[1], generated.shape[1]
+    n = min(t_ref, t_gen)
+    same = generated[:, :n] == reference[:, :n]
+    return {"frame_acc": float(same.all(dim=0).sum()) / max(t_ref, 1),
+            "cb0_acc": float(same[0].sum()) / max(t_ref, 1),
+            "length_ratio": t_gen / max(t_ref, 1)}
+
+
+class AudioEvaluator:
+    def __init__(self, model, tokenizer, codec: AudioCodec | None, utterances: list[Utterance],
+                 generation: GenerationConfig, prompt: PromptConfig = PromptConfig(),
+                 scorer: SpeechScorer | None = None):
+        """`codec` may be None on ranks other than 0 (they never decode audio)."""
+        self.model = model
+        self.renderer = ChatMLRenderer(tokenizer, model.config.audio_num_codebooks)
+        self.collate = Collator(self.renderer.special, CollatorConfig(model.config.audio_num_codebooks))
+        self.codec = codec
+        self.utterances = utterances
+        self.generation = generation
+        self.prompt = prompt
+        self.scorer = scorer
+        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if self.rank == 0 and codec is None:
+            raise ValueError("AudioEvaluator: rank 0 needs a codec to decode the generated audio")
+
+    @classmethod
+    def from_config(cls, cfg: AudioEvalConfig, model, tokenizer, eval_shards: str | None,
+                    prompt: PromptConfig = PromptConfig(), scorer: SpeechScorer | None = None) -> AudioEvaluator:
+        split = cfg.shards or eval_shards
+        if not split:
+            raise ValueError("audio_eval: set audio_eval.shards or data.eval_shards")
+        k = model.config.audio_num_codebooks
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        codec = load_codec(CodecConfig(kind=cfg.codec_kind, weights=cfg.codec_weights, num_codebooks=k)) \
+            if rank == 0 else None
+        utts = read_utterances(split, cfg.num_prompts, k, model.config.audio_codebook_size)
+        return cls(model, tokenizer, codec, utts, cfg.generation, prompt, scorer)
+
+    def _device(self):
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def teacher_forced(self) -> dict[str, float]:
+        samples = [self.renderer(utterance_to_chatml(u, self.prompt)) for u in self.utterances]
+        batch = {k: v.to(self._device()) for k, v in self.collate(samples).items()}
+        sums = self.model(batch["input_ids"], batch["audio_ids"], batch["attention_mask"], labels=batch["labels"],
+                          audio_labels=batch["audio_labels"]).loss_sums
+        count = sums.audio_count.clamp(min=1)
+        loss, acc = (sums.audio_sum / count).tolist(), (sums.audio_correct / count).tolist()
+        out = {"tf/loss_audio": float(np.mean(loss)), "tf/acc_audio": float(np.mean(acc))}
+        for k, (l_k, a_k) in enumerate(zip(loss, acc, strict=True)):
+            out[f"tf/loss_audio_cb{k}"], out[f"tf/acc_audio_cb{k}"] = l_k, a_k
+        return out
+
+    def run(self, step: int, run_dir: str | Path, writer=None) -> dict[str, float]:
+        """Evaluate, save and log; returns the scalar metrics (the same on every rank, except the optional
+        `score/*` entries, computed on rank 0 only)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            metrics = self.teacher_forced()
+            requests = [TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
+                        for u in self.utterances]
+            result = generate(self.model, self.renderer, requests, self.generation, self.prompt)
+        finally:
+            self.model.train(was_training)
+        refs = [torch.as_tensor(u.codes).long() for u in self.utterances]
+        per_prompt = [compare_codes(c, r) for c, r in zip(result.codes, refs, strict=True)]
+        for key in ("frame_acc", "cb0_acc", "length_ratio"):
+            metrics[f"gen/{key}"] = float(np.mean([p[key] for p in per_prompt]))
+        metrics["gen/stop_rate"] = float(np.mean(result.finished))
+        metrics["gen/frames"] = float(np.mean([c.shape[1] for c in result.codes]))
+        if self.rank == 0:
+            metrics.update(self._save_and_log(step, Path(run_dir), result.codes, refs, writer))
+        if writer is not None:
+            writer.write(step, metrics, kind="audio_eval")
+        return metrics
+
+    def _save_and_log(self, step: int, run_dir: Path, codes: list[torch.Tensor], refs: list[torch.Tensor],
+                      writer) -> dict[str, float]:
+        out_dir = run_dir / "audio_eval" / f"step{step:06d}"
+        sr = self.codec.sample_rate
+        wavs, media = [], {}  # media: id -> (waveform, spectrogram png)
+        for utt, c in zip(self.utterances, codes, strict=True):
+            wav = decode_codes(self.codec, c)
+            wavs.append(wav.numpy())
+            write_wav(out_dir / f"{utt.id}.wav", wav, sr)
+            write_codes(out_dir / f"{utt.id}.npy", c)
+            png = write_spectrogram(out_dir / f"{utt.id}.png", wav, sr, title=f"step {step} · {utt.id}")
+            media[utt.id] = (wavs[-1], png)
+        ref_wavs = [decode_codes(self.codec, r).numpy() for r in refs]
+        ref_dir = run_dir / "audio_eval" / "reference"
+        for utt, wav in zip(self.utterances, ref_wavs, strict=True):
+            if not (ref_dir / f"{utt.id}.wav").is_file():  # the targets, decoded once for comparison
+                write_wav(ref_dir / f"{utt.id}.wav", torch.from_numpy(wav), sr)
+        scores = {}
+        if self.scorer is not None:
+            scores = {f"score/{k}": v for k, v in self.scorer.score(wavs, sr, [u.text for u in self.utterances],
+                                                                    ref_wavs).items()}
+        wandb_run = getattr(writer, "wandb", None)
+        if wandb_run is not None:
+            import wandb
+
+            wandb_run.log({**{f"audio_eval/{uid}/audio": wandb.Audio(w, sample_rate=sr, caption=uid)
+                              for uid, (w, _) in media.items()},
+                           **{f"audio_eval/{uid}/spectrogram": wandb.Image(str(p)) for uid, (_, p) in media.items()}},
+                          step=step)
+        log.info("audio eval @ %d: %s", step, out_dir)
+        return scores

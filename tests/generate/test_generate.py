@@ -1,0 +1,118 @@
+"""Generation end to end on CPU: KV-cache decoding, the overfit model reproducing its training codes,
+batching, and the command line writing a wav whose length matches the codes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from transformers import DynamicCache
+
+from higgs_ds.data.codec import CodecConfig, build_seeded_demo_dac, load_codec
+from higgs_ds.inference import GenerationConfig, TTSRequest, build_prompt, generate, left_pad, load_model
+from higgs_ds.model.checkpoint import save_pretrained
+from higgs_ds.model.modeling import HiggsAudioModel
+from launch import generate as generate_cli
+from tests.generate.conftest import model_config_for
+
+GREEDY = GenerationConfig(temperature=0.0, ras_window=0, max_new_frames=60)
+
+
+def _requests(utts):
+    return [TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id) for u in utts]
+
+
+def test_kv_cache_decoding_matches_the_full_forward_with_left_padding(overfit):
+    """Prefill + one-position steps (past_len > 0) give the hidden states of one full forward."""
+    torch.manual_seed(0)
+    model = HiggsAudioModel(model_config_for(overfit.tokenizer)).eval()
+    batch = left_pad([build_prompt(overfit.renderer, r) for r in _requests(overfit.utterances)],
+                     overfit.renderer.special.pad)
+    ids, mask, audio = batch["input_ids"], batch["attention_mask"], batch["audio_ids"]
+    out_id = model.config.audio_out_token_idx
+    extra = torch.randint(0, 1024, (2 * 3, 8))  # three more audio-out columns per row
+    full_ids = torch.cat([ids, torch.full((2, 3), out_id)], 1)
+    full_mask = torch.cat([mask, torch.ones(2, 3, dtype=mask.dtype)], 1)
+    # row-major audio order: row 0's prompt audio, row 0's new columns, then row 1's
+    n0 = int(((ids[0] == out_id) | (ids[0] == model.config.audio_in_token_idx)).sum())
+    full_audio = torch.cat([audio[:n0], extra[0::2], audio[n0:], extra[1::2]])
+    with torch.no_grad():
+        full = model(full_ids, full_audio, full_mask).hidden_states
+        cache = DynamicCache()
+        steps = [model(ids, audio, mask, past_key_values=cache).hidden_states]
+        for t in range(3):
+            steps.append(model(torch.full((2, 1), out_id), extra[2 * t: 2 * t + 2], full_mask[:, : ids.shape[1] + t + 1],
+                               past_key_values=cache).hidden_states)
+    real = full_mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_decoding_of_the_overfit_model_reproduces_its_training_codes(overfit):
+    batched = generate(overfit.model, overfit.renderer, _requests(overfit.utterances), GREEDY)
+    assert batched.finished == [True, True]
+    assert batched.steps == max(u.codes.shape[1] for u in overfit.utterances) + 8 + 1  # T + K + 1 columns
+    for utt, codes, delayed in zip(overfit.utterances, batched.codes, batched.delayed, strict=True):
+        assert np.array_equal(codes.numpy(), utt.codes), utt.id
+        assert delayed.shape[1] == utt.codes.shape[1] + 8 + 1 and (delayed[:, -1] == 1025).all()
+    for i, request in enumerate(_requests(overfit.utterances)):  # alone == in a left-padded batch
+        single = generate(overfit.model, overfit.renderer, [request], GREEDY)
+        assert torch.equal(single.delayed[0], batched.delayed[i])
+
+
+def test_top_k_1_sampling_equals_greedy_and_max_length_truncates(overfit):
+    request = _requests(overfit.utterances)[:1]
+    sampled = generate(overfit.model, overfit.renderer, request, GenerationConfig(top_k=1, seed=0, ras_window=0))
+    assert np.array_equal(sampled.codes[0].numpy(), overfit.utterances[0].codes)
+    short = generate(overfit.model, overfit.renderer, request, GenerationConfig(temperature=0, ras_window=0,
+                                                                                max_new_frames=10))
+    assert short.finished == [False] and short.delayed[0].shape[1] == 11
+    assert np.array_equal(short.codes[0].numpy(), overfit.utterances[0].codes[:, : 11 - 8])
+
+
+@pytest.fixture(scope="module")
+def exported(overfit, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported")
+    save_pretrained(overfit.model.state_dict(), overfit.model.config, out, layout="boson")
+    overfit.tokenizer.save_pretrained(str(out))
+    codec = build_seeded_demo_dac(out / "codec.pth")
+    return out, codec
+
+
+def test_cli_writes_wav_and_codes_whose_lengths_agree(overfit, exported, tmp_path):
+    ckpt, codec_path = exported
+    utt = overfit.utterances[1]
+    ref_codes = tmp_path / "ref.npy"
+    np.save(ref_codes, utt.ref_codes)
+    out = tmp_path / "out" / "speech.wav"
+    paths = generate_cli.main([str(ckpt), "--text", utt.text, "--text", overfit.utterances[0].text,
+                               "--scene", utt.scene, "--ref-codes", str(ref_codes), "--ref-text", utt.ref_text,
+                               "--codec-weights", str(codec_path), "--out", str(out), "--greedy",
+                               "--max-new-frames", "40"])
+    assert paths == [out.with_name("speech_0.wav"), out.with_name("speech_1.wav")]
+    codec = load_codec(CodecConfig(kind="dac", weights=str(codec_path), device="cpu"))
+    hop = codec.sample_rate // int(codec.frame_rate)
+    codes = np.load(paths[0].with_suffix(".npy"))
+    assert np.array_equal(codes, utt.codes)  # cloned prompt, rendered as in training
+    for path in paths:
+        wav, sr = soundfile.read(path)
+        frames = np.load(path.with_suffix(".npy")).shape[1]
+        assert sr == codec.sample_rate and frames > 0 and len(wav) == frames * hop
+        assert np.abs(wav).max() > 0
+
+
+def test_load_model_reads_exported_dirs_with_their_tokenizer(exported, overfit):
+    loaded = load_model(exported[0])
+    assert loaded.tokenizer_dir == exported[0]
+    for name, p in overfit.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], p), name
+
+
+@pytest.mark.skipif(not Path("runs/demo/checkpoints/latest").is_file(), reason="the demo run has not been trained")
+def test_load_model_consolidates_the_demo_runs_zero_checkpoint():
+    loaded = load_model("runs/demo")
+    tag = Path("runs/demo/checkpoints/latest").read_text().strip()
+    assert loaded.source.endswith(tag) and loaded.tokenizer_dir is not None
+    same = load_model(f"runs/demo/checkpoints/{tag}")
+    for name, p in loaded.model.state_dict().items():
+        assert torch.equal(same.model.state_dict()[name], p), name
