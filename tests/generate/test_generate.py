@@ -51,7 +51,8 @@ def test_kv_cache_decoding_matches_the_full_forward_with_left_padding(overfit):
 def test_greedy_decoding_of_the_overfit_model_reproduces_its_training_codes(overfit):
     batched = generate(overfit.model, overfit.renderer, _requests(overfit.utterances), GREEDY)
     assert batched.finished == [True, True]
-    assert batched.steps == max(u.codes.shape[1] for u in overfit.utterances) + 8 + 1  # T + K + 1 columns
+    # one forward per sampled column: T + K (the all-BOS column is part of the prompt)
+    assert batched.steps == max(u.codes.shape[1] for u in overfit.utterances) + 8
     for utt, codes, delayed in zip(overfit.utterances, batched.codes, batched.delayed, strict=True):
         assert np.array_equal(codes.numpy(), utt.codes), utt.id
         assert delayed.shape[1] == utt.codes.shape[1] + 8 + 1 and (delayed[:, -1] == 1025).all()

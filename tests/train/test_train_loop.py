@@ -90,3 +90,36 @@ def test_tiny_model_overfits_four_demo_samples(tmp_path, demo_data):
            "model.intermediate_size=256", "data.train.stream.max_batch_size=4", ranks=1)
     last = read_metrics(run / "metrics.jsonl")[-1]
     assert last["loss/text"] < 0.1 and last["loss/audio"] < 0.1, last
+
+
+def test_zero2_grad_accum_activation_checkpointing_and_audio_only_freeze(tmp_path, random_data):
+    run = tmp_path / "frozen"
+    proc = run_deepspeed("launch/train.py", [
+        "--deepspeed", "ds_configs/zero2.json", "--config", "recipes/demo.yaml", f"run_dir={run}",
+        f"data.train.shards={random_data['train']}", f"data.eval_shards={random_data['eval']}",
+        f"data.tokenizer={random_data['tokenizer']}", "data.train.num_workers=1", "wandb_project=null",
+        "model.hidden_size=64", "model.intermediate_size=128", "steps=4", "grad_accum=2", "save_every=2",
+        "keep_last=3", "activation_checkpointing=true", "freeze=audio_only", "eval_every=0", "predict_every=0"])
+    assert "ZeRO stage 2" in proc.stdout + proc.stderr
+    states = [torch.load(run / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+              for tag in ("step000002", "step000004")]  # ZeRO-2 keeps whole fp32 weights here
+    sd2, sd4 = states
+    for name in ("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "layers.1.mlp.up_proj.weight",
+                 "audio_decoder_proj.text_lm_head.weight", "norm.weight"):
+        assert torch.equal(sd2[name], sd4[name]), f"{name} is frozen but changed"
+    for name in ("layers.0.audio_mlp.up_proj.weight", "audio_codebook_embeddings.weight",
+                 "audio_decoder_proj.audio_lm_head.weight"):
+        assert not torch.equal(sd2[name], sd4[name]), f"{name} should train"
+
+
+def test_zero3_offload_config_trains(tmp_path, random_data):
+    run = tmp_path / "offload"
+    proc = run_deepspeed("launch/train.py", [
+        "--deepspeed", "ds_configs/zero3_offload.json", "--config", "recipes/demo.yaml", f"run_dir={run}",
+        f"data.train.shards={random_data['train']}", f"data.eval_shards={random_data['eval']}",
+        f"data.tokenizer={random_data['tokenizer']}", "data.train.num_workers=1", "wandb_project=null",
+        "model.hidden_size=64", "model.intermediate_size=128", "steps=3", "log_every=1", "eval_every=0",
+        "predict_every=0", "activation_checkpointing=true"])
+    metrics = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in metrics] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in metrics)
+    assert "ZeRO stage 3" in proc.stdout + proc.stderr
