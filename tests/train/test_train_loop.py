@@ -70,6 +70,17 @@ def test_two_ranks_zero3_resume_is_exact_and_export_loads_in_transformers(tmp_pa
         theirs = port(input_ids=ids, audio_input_ids=codes).logits.view(1, 24, 8, 1026)[mine.audio_out_mask]
     torch.testing.assert_close(mine_audio, theirs, atol=1e-5, rtol=1e-5)
 
+    # a new 2-rank run initialised from the transformers-layout export (loaded under zero.Init, one
+    # gathered parameter at a time) starts from exactly those weights
+    again = tmp_path / "from_export"
+    _train(again, random_data, "steps=1", f"model.init={out}", "optim.lr=1e-30", "optim.weight_decay=0",
+           "eval_every=0", "predict_every=0")
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    restarted = get_fp32_state_dict_from_zero_checkpoint(str(again / "checkpoints"), tag="step000001")
+    for name, value in ours.state_dict().items():
+        torch.testing.assert_close(restarted[name], value, atol=1e-6, rtol=0, msg=name)
+
 
 def test_label_leak_guard_holds_through_the_real_loop(tmp_path, random_data):
     """Random i.i.d. codes: the audio loss must stay at chance through the real loop and data path."""
