@@ -15,7 +15,8 @@ import triton
 import triton.language as tl
 from higgs_ds.kernels import runtime
 
-IGNORE_INDEX = -100
+from higgs_ds.constants import IGNORE_INDEX
+
 _IGNORE = tl.constexpr(IGNORE_INDEX)
 # A finite "minus infinity": padded lanes and rows never produce inf - inf = NaN.
 _NEG_BIG = tl.constexpr(-1.0e30)

@@ -28,10 +28,12 @@ def export(ckpt_dir: Path, out: Path, layout: str, tag: str | None = None, max_s
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
     save_pretrained(state, config, out, layout=layout, max_shard_size=max_shard_size)
     tokenizer = Path(meta["train"]["data"]["tokenizer"])
-    if tokenizer.is_dir():  # ship the tokenizer the model was trained with
-        for f in tokenizer.iterdir():
-            if f.is_file() and f.name != "config.json":
-                shutil.copy2(f, out / f.name)
+    if not tokenizer.is_dir():
+        raise FileNotFoundError(f"the run's tokenizer {tokenizer} is not a directory (relative paths resolve "
+                                f"against the current directory): run export from the training directory")
+    for f in tokenizer.iterdir():  # ship the tokenizer the model was trained with
+        if f.is_file() and f.name != "config.json":
+            shutil.copy2(f, out / f.name)
     return out
 
 

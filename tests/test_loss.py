@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossWeights, combine, loss_sums
+from higgs_ds.model.loss import LossSums, LossWeights, combine, loss_sums, target_counts
 from higgs_ds.model.modeling import HiggsAudioModel
 from tests.model_utils import random_batch
 
@@ -46,16 +46,6 @@ def test_losses_equal_shifted_cross_entropy_on_full_logits():
         want = F.cross_entropy(audio_logits[:-1, k], b["audio_labels"][1:, k], reduction="sum")
         torch.testing.assert_close(sums.audio_sum[k], want)
         assert sums.audio_count[k] == (b["audio_labels"][1:, k] != -100).sum()
-
-
-def test_unshifted_loss_differs():
-    """Guards the test above: the same-position pairing gives a different number."""
-    model, b = _model_and_batch()
-    out = _forward(model, b)
-    sums = loss_sums(model, out, b["labels"], b["audio_labels"])
-    audio_logits = model.audio_logits(out.hidden_states[out.audio_out_mask])
-    same_pos = F.cross_entropy(audio_logits[:, 0], b["audio_labels"][:, 0], reduction="sum")
-    assert not torch.allclose(sums.audio_sum[0], same_pos)
 
 
 def test_batch_without_valid_labels_gives_zero_loss_with_gradients():
@@ -108,3 +98,39 @@ def test_step0_losses_sit_at_uniform_bounds():
     assert abs(parts.audio_per_codebook.mean().item() - math.log(1026)) < 0.05
     for cb in parts.audio_per_codebook:
         assert abs(cb.item() - math.log(1026)) < 0.15
+
+
+def test_global_normaliser_gives_the_full_batch_mean_gradient():
+    """2 ranks x 2 micro-batches as the loop runs them (DeepSpeed scales each backward by 1/GAS and
+    averages over ranks) give the gradient of the mean over all four micro-batches' targets, even for
+    a codebook with fewer valid targets than micro-batches x ranks."""
+    model, _ = _model_and_batch()
+    cfg = model.config
+    micro = [random_batch(cfg, [[(2, 6, "out")]], seq_len=12, seed=s) for s in range(4)]
+    for i, b in enumerate(micro):  # codebook 7 is labelled once in the whole step
+        b["audio_labels"][:, 7] = -100
+        if i == 2:
+            b["audio_labels"][3, 7] = 5
+    gas, world, w = 2, 2, LossWeights()
+
+    def grads(loss_fn):
+        model.zero_grad()
+        loss_fn()
+        return [p.grad.clone() for p in model.parameters()]
+
+    def run_like_the_loop():
+        global_counts = sum(target_counts(b, cfg.audio_out_token_idx) for b in micro)
+        assert global_counts[1 + 7] == 1
+        for b in micro:
+            parts = combine(loss_sums(model, _forward(model, b), b["labels"], b["audio_labels"]), w,
+                            global_counts.clamp(min=1) / (gas * world))
+            (parts.loss / gas / world).backward()  # DeepSpeed: 1/GAS per micro-batch, mean over ranks
+
+    def full_batch_mean():
+        sums = [loss_sums(model, _forward(model, b), b["labels"], b["audio_labels"]) for b in micro]
+        total = LossSums(*(sum(getattr(x, f) for x in sums) for f in
+                           ("text_sum", "text_count", "text_correct", "audio_sum", "audio_count", "audio_correct")))
+        combine(total, w).loss.backward()
+
+    for a, b in zip(grads(run_like_the_loop), grads(full_batch_mean), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

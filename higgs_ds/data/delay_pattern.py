@@ -19,7 +19,7 @@ import torch
 
 AUDIO_STREAM_BOS = 1024
 AUDIO_STREAM_EOS = 1025
-IGNORE_INDEX = -100
+from higgs_ds.constants import IGNORE_INDEX  # noqa: F401 (re-exported)
 
 
 def build_delay_pattern(codes: torch.Tensor, bos: int, pad: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import random
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from higgs_ds.data.shards import list_shards, load_index
 from higgs_ds.data.stream import StreamConfig, WorkerStream, bucket_batches
 
 STATE_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 class DataStateMismatchError(RuntimeError):
@@ -214,10 +216,14 @@ def build_eval_batches(cfg: DataConfig, tokenizer, rank: int = 0, world_size: in
     stream = WorkerStream(replace(cfg.stream, shuffle_buffer=1), list_shards(cfg.shards), tokenizer, rank=0,
                           world_size=1, worker=0, num_workers=1)
     samples = list(stream.rendered_samples(epoch=0))
+    skipped = {kind: n for kind, n in stream.counters.take().items() if n}
+    if skipped:
+        log.warning("eval split %s: %s (see the warnings above)", cfg.shards,
+                    ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in skipped.items()))
     if len(samples) < world_size:
         raise ValueError(f"{cfg.shards}: {len(samples)} eval samples cannot feed {world_size} ranks")
-    # Cap the batch size so that every rank gets at least one real batch.
-    plan_cfg = replace(stream.cfg, max_batch_size=min(stream.cfg.max_batch_size, -(-len(samples) // world_size)))
+    # floor, not ceil: ceil(n / floor(n / world)) >= world batches, so no rank is left without one.
+    plan_cfg = replace(stream.cfg, max_batch_size=min(stream.cfg.max_batch_size, len(samples) // world_size))
     planned = bucket_batches(samples, plan_cfg, random.Random(f"{cfg.stream.seed}:eval"))
     collate = Collator(stream.renderer.special, CollatorConfig(plan_cfg.num_codebooks, plan_cfg.pad_to_multiple_of))
     mine = [collate(samples) for samples in planned[rank::world_size]]

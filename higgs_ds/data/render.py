@@ -109,9 +109,18 @@ class ChatMLRenderer:
         self.special = SpecialTokens.from_tokenizer(tokenizer)
         self.num_codebooks = num_codebooks
         self._encode_cached = lru_cache(maxsize=4096)(self._encode)  # headers/system prompts repeat
+        # Ids that structure the conversation: a transcript holding one of them as text (e.g. a literal
+        # "<|AUDIO_OUT|>") would silently break the turn layout or the audio/placeholder alignment.
+        allowed_in_text = {self.special.scene_desc_start, self.special.scene_desc_end, self.special.recipient}
+        self._structural = {getattr(self.special, f.name) for f in fields(SpecialTokens)} - allowed_in_text
 
     def _encode(self, text: str) -> tuple[int, ...]:
-        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+        ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+        bad = sorted({self.tokenizer.convert_ids_to_tokens(i) for i in ids if i in self._structural})
+        if bad:
+            raise ValueError(f"text contains the special token(s) {bad}, which would break the prompt layout: "
+                             f"{text[:80]!r}")
+        return ids
 
     def __call__(self, sample: ChatMLSample) -> RenderedSample:
         sp = self.special

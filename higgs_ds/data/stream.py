@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import webdataset as wds
 
+from higgs_ds.data.collate import padded_length
 from higgs_ds.data.render import ChatMLRenderer, RenderedSample
 from higgs_ds.data.schema import PromptConfig, utterance_to_chatml
 from higgs_ds.data.shards import iter_tar_samples, tar_sample_to_utterance
@@ -89,16 +90,12 @@ def assign_shards(shards: list[str], seed: int, epoch: int, rank: int, world_siz
     return order, slots, slot
 
 
-def padded_len(length: int, multiple: int) -> int:
-    return -(-length // multiple) * multiple
-
-
 def bucket_batches(samples: list[RenderedSample], cfg: StreamConfig, rng: random.Random) -> list[list[RenderedSample]]:
     """Sort a pool by length and cut it greedily into batches whose padded size fits the token budget;
     the batch order is shuffled so that lengths do not trend within an epoch."""
     batches, current = [], []
     for sample in sorted(samples, key=len):  # stable: ties keep stream order
-        longest = padded_len(len(sample), cfg.pad_to_multiple_of)  # sorted, so this sample is the longest
+        longest = padded_length(len(sample), cfg.pad_to_multiple_of)  # sorted, so this sample is the longest
         if current and (longest * (len(current) + 1) > cfg.max_tokens or len(current) >= cfg.max_batch_size):
             batches.append(current)
             current = []
@@ -160,7 +157,8 @@ class WorkerStream:
             except Exception as exc:  # any decoding/rendering failure is a bad sample
                 if self.cfg.strict:
                     raise
-                self.counters.record("bad_samples", f"skipping bad sample: {exc}", self.cfg.warn_every)
+                where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
+                self.counters.record("bad_samples", f"skipping bad sample {where}: {exc}", self.cfg.warn_every)
                 continue
             if len(rendered) > self.cfg.max_seq_len:
                 self.counters.record("too_long_samples", f"skipping {raw['__key__']}: {len(rendered)} positions > "

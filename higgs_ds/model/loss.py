@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from higgs_ds.ops.reference import IGNORE_INDEX
+from higgs_ds.constants import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from higgs_ds.model.modeling import HiggsAudioModel, HiggsAudioOutput
@@ -97,11 +97,10 @@ class LossParts:
 
 
 def combine(sums: LossSums, weights: LossWeights, normaliser: torch.Tensor | None = None) -> LossParts:
-    """Mean CE per component. `normaliser` [1 + K] overrides the local counts (e.g. global counts
-    divided by world size, so that averaging gradients over ranks gives the global mean). A
-    component with no valid target contributes an exact 0 that keeps its gradient path."""
-    counts = sums.counts() if normaliser is None else normaliser
-    counts = counts.clamp(min=1.0)
+    """Mean CE per component. `normaliser` [1 + K] overrides the local counts (e.g. global counts,
+    clamped to >= 1, divided by micro-batches x ranks, so that DeepSpeed's averaging gives the global
+    mean). A component with no valid target contributes an exact 0 that keeps its gradient path."""
+    counts = sums.counts().clamp(min=1.0) if normaliser is None else normaliser
     text = sums.text_sum / counts[0]
     per_cb = sums.audio_sum / counts[1:]
     audio = (per_cb * weights.codebook_tensor(per_cb.numel(), per_cb.device)).sum()

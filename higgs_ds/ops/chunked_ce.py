@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import torch
 
-IGNORE_INDEX = -100
+from higgs_ds.constants import IGNORE_INDEX
+
 # Logit elements per chunk (fp32: 64 MiB on CPU, 256 MiB on GPU where wider GEMMs pay off).
 CPU_CHUNK_ELEMENTS = 1 << 24
 CUDA_CHUNK_ELEMENTS = 1 << 26

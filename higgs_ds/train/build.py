@@ -11,6 +11,7 @@ from deepspeed.utils import set_z3_leaf_modules
 from transformers import AutoTokenizer
 
 from higgs_ds import ops
+from higgs_ds.data.delay_pattern import AUDIO_STREAM_BOS, AUDIO_STREAM_EOS
 from higgs_ds.model.checkpoint import config_from_checkpoint, load_weights
 from higgs_ds.model.config import HiggsAudioConfig, tiny_config
 from higgs_ds.model.modeling import DualFFNDecoderLayer, HiggsAudioModel
@@ -47,8 +48,8 @@ def model_config(cfg: TrainConfig, tokenizer) -> HiggsAudioConfig:
         return tiny_config(vocab_size=len(tokenizer), hidden_size=m.hidden_size,
                            intermediate_size=m.intermediate_size, num_hidden_layers=m.num_hidden_layers,
                            num_attention_heads=m.num_attention_heads, num_key_value_heads=m.num_key_value_heads,
-                           head_dim=m.hidden_size // m.num_attention_heads, audio_num_codebooks=m.num_codebooks,
-                           **ids)
+                           head_dim=m.hidden_size // m.num_attention_heads,
+                           audio_num_codebooks=cfg.data.train.stream.num_codebooks, **ids)
     mcfg = config_from_checkpoint(m.init, **ids)  # ids only used when starting from plain Llama
     wrong = {f: (getattr(mcfg, f), v) for f, v in ids.items() if getattr(mcfg, f) != v}
     if wrong:
@@ -57,8 +58,25 @@ def model_config(cfg: TrainConfig, tokenizer) -> HiggsAudioConfig:
     return mcfg
 
 
+def check_data_matches_model(mcfg: HiggsAudioConfig, stream) -> None:
+    """The shards' codes must be what the model embeds: same codebooks, stream ids and delay pattern."""
+    problems = []
+    if (mcfg.audio_num_codebooks, mcfg.audio_codebook_size) != (stream.num_codebooks, stream.codebook_size):
+        problems.append(f"model has {mcfg.audio_num_codebooks}x{mcfg.audio_codebook_size} codebooks, data "
+                        f"{stream.num_codebooks}x{stream.codebook_size}")
+    if (mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id) != (AUDIO_STREAM_BOS, AUDIO_STREAM_EOS):
+        problems.append(f"model stream BOS/EOS {mcfg.audio_stream_bos_id}/{mcfg.audio_stream_eos_id}, data "
+                        f"{AUDIO_STREAM_BOS}/{AUDIO_STREAM_EOS}")
+    if not mcfg.use_delay_pattern:
+        problems.append("model has use_delay_pattern=False, the data pipeline writes delay-pattern codes")
+    if problems:
+        raise ValueError("model and data disagree: " + "; ".join(problems))
+
+
 def build_model(cfg: TrainConfig, tokenizer, ds_config: dict) -> HiggsAudioModel:
-    model = instantiate_model(model_config(cfg, tokenizer), ds_config, cfg.model.init)
+    mcfg = model_config(cfg, tokenizer)
+    check_data_matches_model(mcfg, cfg.data.train.stream)
+    model = instantiate_model(mcfg, ds_config, cfg.model.init)
     apply_freeze(model, cfg.freeze)
     return model
 

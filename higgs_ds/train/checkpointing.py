@@ -51,8 +51,10 @@ def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep
         tmp = ckpt_dir / "latest.tmp"
         tmp.write_text(tag)
         os.replace(tmp, ckpt_dir / "latest")
-        for old in sorted(p for p in ckpt_dir.glob("step*") if p.is_dir())[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        # rotate only complete tags up to this one: never the new `latest`, never a later stale tag
+        older = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir() and p.name <= tag)
+        for old in older[:-keep_last]:
+            shutil.rmtree(old)
     dist.barrier()
     return tag
 
@@ -62,13 +64,34 @@ def latest_tag(ckpt_dir: Path) -> str | None:
     return f.read_text().strip() if f.exists() else None
 
 
+def resolve_resume(ckpt_dir: Path, resume: str | None) -> str | None:
+    """The tag to resume from, decided on rank 0 and broadcast so that every rank agrees.
+    A fresh run (resume=None) refuses a run directory that already holds checkpoints."""
+    decision = [None]
+    if dist.get_rank() == 0:
+        latest = latest_tag(ckpt_dir)
+        if resume is None and latest is not None:
+            decision = [FileExistsError(f"{ckpt_dir} already holds checkpoints (latest: {latest}); pass "
+                                        f"resume=auto to continue that run, or use a new run_dir")]
+        elif resume not in (None, "auto") and not (ckpt_dir / resume).is_dir():
+            decision = [FileNotFoundError(f"resume={resume!r}: no such checkpoint in {ckpt_dir}")]
+        else:
+            decision = [latest if resume == "auto" else resume]
+    dist.broadcast_object_list(decision, src=0)
+    if isinstance(decision[0], Exception):
+        raise decision[0]
+    return decision[0]
+
+
 def load(engine, ckpt_dir: Path, tag: str) -> dict:
     """Restore engine state and this rank's own state; returns the per-rank state dict."""
     rank, world = dist.get_rank(), dist.get_world_size()
     path = ckpt_dir / tag / f"higgs_rank{rank}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: checkpoint {tag} was written by a different world size "
-                                f"or is incomplete")
+    missing = torch.tensor([0.0 if path.exists() else 1.0])
+    dist.all_reduce(missing)  # every rank raises together instead of the others hanging
+    if missing.item():
+        raise FileNotFoundError(f"{ckpt_dir / tag}: {int(missing.item())} rank(s) have no higgs_rank*.pt: the "
+                                f"checkpoint was written by a different world size or is incomplete")
     state = torch.load(path, weights_only=False)
     if state["world_size"] != world:
         raise RuntimeError(f"checkpoint {tag} was written with world size {state['world_size']}, this run has "

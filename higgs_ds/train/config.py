@@ -25,8 +25,7 @@ class ModelConfig:
     intermediate_size: int = 256
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    num_codebooks: int = 8
+    num_key_value_heads: int = 2  # the codebook count comes from data.train.stream.num_codebooks
 
     def __post_init__(self):
         if self.init is not None and not Path(self.init).is_dir():
@@ -60,6 +59,11 @@ class LossConfig:
     text_weight: float = 1.0
     audio_weight: float = 1.0
     codebook_weights: list[float] | None = None  # None: 1/K each
+
+    def __post_init__(self):
+        weights = [self.text_weight, self.audio_weight, *(self.codebook_weights or [])]
+        if any(w < 0 for w in weights):
+            raise ValueError(f"loss weights must be >= 0, got {weights}")
 
 
 @dataclass
@@ -95,8 +99,21 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r}: use auto, fp32 or bf16")
         if self.freeze not in ("none", "audio_only"):
             raise ValueError(f"freeze={self.freeze!r}: use none or audio_only")
-        if self.keep_last < 1:
-            raise ValueError("keep_last must be >= 1")
+        positive = {"keep_last": self.keep_last, "log_every": self.log_every, "save_every": self.save_every,
+                    "max_nonfinite": self.max_nonfinite, "dist_timeout_s": self.dist_timeout_s}
+        non_negative = {"predict_every": self.predict_every, "eval_every": self.eval_every}
+        bad = [k for k, v in positive.items() if v < 1] + [k for k, v in non_negative.items() if v < 0]
+        if self.stop_at is not None and not self.stop_at >= 1:
+            bad.append("stop_at")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            bad.append("peak_tflops")
+        if bad:
+            raise ValueError(f"invalid value for {', '.join(bad)} (intervals must be >= 1, or >= 0 to disable "
+                             f"predictions/eval; stop_at and peak_tflops positive)")
+        k = self.data.train.stream.num_codebooks
+        if self.loss.codebook_weights is not None and len(self.loss.codebook_weights) != k:
+            raise ValueError(f"loss.codebook_weights has {len(self.loss.codebook_weights)} entries; the data has "
+                             f"{k} codebooks (data.train.stream.num_codebooks)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

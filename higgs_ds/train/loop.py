@@ -77,6 +77,31 @@ def _accumulate(acc: LossSums, s: LossSums) -> None:
         getattr(acc, name).add_(getattr(s, name).detach())
 
 
+def _numel(p) -> int:
+    return getattr(p, "ds_numel", p.numel())  # ZeRO-3 partitions report their full size here
+
+
+def active_params_per_token(model) -> int:
+    """Parameters one token's forward passes through: attention, norms and ONE of the two MLPs per
+    layer (DualFFN routes each token to exactly one). Embedding lookups and the heads (applied to
+    labelled rows only) are left out, as is attention's sequence-length term: MFU = 6·N·tokens/s."""
+    total = 0
+    for layer in model.layers:
+        total += sum(_numel(p) for p in layer.self_attn.parameters()) + sum(_numel(p) for p in layer.mlp.parameters())
+        total += sum(_numel(p) for p in layer.input_layernorm.parameters()) * 2
+    return total
+
+
+def _global_loader_metrics(loader, device) -> dict:
+    """The data counters of all ranks: skip counts summed, fractions averaged."""
+    local = loader.metrics()
+    keys = sorted(local)
+    values = _all_reduce(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64, device=device))
+    world = dist.get_world_size()
+    averaged = {"padding_fraction", "last_padding_fraction", "epoch", "batches"}
+    return {f"data/{k}": v / world if k in averaged else v for k, v in zip(keys, values.tolist(), strict=True)}
+
+
 def _sanity_checks(step: int, m: dict, vocab: int, codebook_rows: int, real_data_steps: int = 300) -> None:
     """Warn on the signatures of label-alignment bugs (see the seed analysis)."""
     if step == 0:
@@ -142,7 +167,8 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config)
     weights = LossWeights(cfg.loss.text_weight, cfg.loss.audio_weight, cfg.loss.codebook_weights)
-    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    n_params = sum(_numel(p) for p in model.parameters())
+    n_active = active_params_per_token(model)
     log.info("model: %.2fM parameters, %d layers, world size %d, ZeRO stage %d, %s", n_params / 1e6,
              mcfg.text_config.num_hidden_layers, world, ds_config["zero_optimization"]["stage"],
              "bf16" if ds_config["bf16"]["enabled"] else "fp32")
@@ -154,14 +180,12 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         eval_batches = build_eval_batches(eval_cfg, tokenizer, rank=rank, world_size=world)
 
     start_step = 0
-    tag = checkpointing.latest_tag(ckpt_dir) if cfg.resume == "auto" else cfg.resume
+    tag = checkpointing.resolve_resume(ckpt_dir, cfg.resume)
     if tag:
         state = checkpointing.load(engine, ckpt_dir, tag)
         loader.load_state_dict(state["loader"])
         start_step = state["step"]
         log.info("resumed from %s at step %d", ckpt_dir / tag, start_step)
-    elif cfg.resume not in (None, "auto"):
-        raise FileNotFoundError(f"resume={cfg.resume!r}: no such checkpoint in {ckpt_dir}")
 
     writer = MetricsWriter(run_dir, cfg.to_dict(), cfg.wandb_project, enabled=rank == 0)
     batches = iter(loader)
@@ -180,20 +204,26 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         window["wait"] += time.perf_counter() - t0
         # Normalise by the global number of valid targets of this step (all ranks, all micro-batches);
         # DeepSpeed divides by GAS and averages over ranks, so each micro-batch's sum is scaled back up.
-        counts = _all_reduce(sum(target_counts(b, mcfg.audio_out_token_idx) for b in micro).to(engine.device))
-        normaliser = counts / (cfg.grad_accum * world)
+        count = lambda b: target_counts(b, mcfg.audio_out_token_idx).to(engine.device)  # noqa: E731
+        counts = _all_reduce(sum(count(b) for b in micro))
         for batch in micro:
-            out = _forward(engine, batch)
-            parts = combine(out.loss_sums, weights, normaliser)
-            finite = _all_reduce(torch.isfinite(parts.loss.detach()).float().view(1), dist.ReduceOp.MIN)
-            if finite.item() == 0:  # every rank drops this micro-batch together (ZeRO-3 stays in step)
+            while True:
+                out = _forward(engine, batch)
+                parts = combine(out.loss_sums, weights, counts.clamp(min=1) / (cfg.grad_accum * world))
+                if _all_reduce(torch.isfinite(parts.loss.detach()).float().view(1), dist.ReduceOp.MIN).item():
+                    break
                 nonfinite_in_a_row += 1
                 nonfinite_total += 1
-                log.warning("step %d: non-finite loss, update skipped (%d in a row)", step, nonfinite_in_a_row)
+                log.warning("step %d: non-finite loss, micro-batch dropped on all ranks (%d in a row)", step,
+                            nonfinite_in_a_row)
                 if nonfinite_in_a_row >= cfg.max_nonfinite:
                     raise NonFiniteLossError(f"{nonfinite_in_a_row} non-finite losses in a row at step {step}: "
                                              "lower the learning rate or check the data")
-                continue
+                # The next batch takes its place (no backward, no engine.step for the dropped one), so
+                # DeepSpeed's accumulation boundary does not move; the step's counts follow the swap.
+                replacement = _to(next(batches), engine.device)
+                counts += _all_reduce(count(replacement) - count(batch))
+                batch = replacement
             nonfinite_in_a_row = 0
             engine.backward(parts.loss)
             engine.step()
@@ -211,10 +241,9 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
             m.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(engine.get_global_grad_norm() or 0.0),
                       "tokens_per_s": rates[0].item() / elapsed, "samples_per_s": rates[1].item() / elapsed,
                       "data_wait_frac": window["wait"] / elapsed, "peak_mem_gb": peak_memory_gb(),
-                      "nonfinite_skipped": nonfinite_total,
-                      **{f"data/{key}": v for key, v in loader.metrics().items()}})
+                      "nonfinite_skipped": nonfinite_total, **_global_loader_metrics(loader, engine.device)})
             if cfg.peak_tflops:
-                m["mfu"] = 6 * n_params * m["tokens_per_s"] / (cfg.peak_tflops * 1e12 * world)
+                m["mfu"] = 6 * n_active * m["tokens_per_s"] / (cfg.peak_tflops * 1e12 * world)
             _sanity_checks(step, m, mcfg.vocab_size, mcfg.codebook_rows)
             writer.write(done, m)
             progress.update(task, completed=done, status=f"loss {m['loss']:.3f}")

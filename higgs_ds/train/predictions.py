@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from higgs_ds.constants import IGNORE_INDEX
 from higgs_ds.model.loss import shifted_targets
-from higgs_ds.ops.reference import IGNORE_INDEX
 
 
 @torch.no_grad()

@@ -120,3 +120,12 @@ def test_too_long_samples_are_counted(synthetic_split, tokenizer):
     for batch in islice(loader, 5):
         assert batch["attention_mask"].sum(1).max() <= 120
     assert loader.metrics()["too_long_samples"] > 0
+
+
+@pytest.mark.parametrize("n_samples, world", [(5, 4), (10, 8), (4, 4)])
+def test_eval_batches_feed_every_rank_for_awkward_sizes(tmp_path, tokenizer, make_split, n_samples, world):
+    make_split(tmp_path / "eval", num_shards=1, per_shard=n_samples)
+    per_rank = [build_eval_batches(_cfg(tmp_path / "eval"), tokenizer, rank, world) for rank in range(world)]
+    assert len({len(b) for b in per_rank}) == 1 and len(per_rank[0]) >= 1
+    real = sum(int(b["attention_mask"].shape[0]) for rank in per_rank for b in rank if (b["labels"] != -100).any())
+    assert real == n_samples  # every sample evaluated exactly once across ranks

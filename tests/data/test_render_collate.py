@@ -118,3 +118,17 @@ def test_text_only_batch_has_empty_audio_tensors(tokenizer):
     sample = ChatMLSample([Message("user", [TextContent("مرحبا")]), Message("assistant", [TextContent("أهلا")])])
     batch = Collator(renderer.special)([renderer(sample)])
     assert batch["audio_ids"].shape == (0, K) and batch["audio_labels"].shape == (0, K)
+
+
+@pytest.mark.parametrize("token", ["<|AUDIO_OUT|>", "<|eot_id|>", "<|start_header_id|>"])
+def test_special_token_text_in_a_transcript_is_rejected(tokenizer, token):
+    renderer = ChatMLRenderer(tokenizer, K)
+    utt = Utterance(id="a", text=f"نص {token} نص", codes=_codes(5))
+    with pytest.raises(ValueError, match=r"special token.*" + token.replace("|", r"\|")):
+        renderer(utterance_to_chatml(utt))
+
+
+def test_scene_markers_stay_special_in_the_system_prompt(tokenizer):
+    renderer = ChatMLRenderer(tokenizer, K)
+    out = renderer(utterance_to_chatml(Utterance(id="a", text="نص", codes=_codes(3), scene="quiet")))
+    assert renderer.special.scene_desc_start in out.input_ids and renderer.special.scene_desc_end in out.input_ids
