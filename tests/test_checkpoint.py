@@ -110,3 +110,14 @@ def test_shape_mismatch_names_the_tensor(model, tmp_path):
 def test_missing_files_are_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         from_pretrained(tmp_path)
+
+
+def test_meta_read_gives_names_and_shapes_without_data(model, tmp_path):
+    """Ranks that fill no weights under ZeRO-3 read only this (no tensor data from disk)."""
+    from higgs_ds.model.checkpoint import read_state_dict
+
+    save_pretrained(model.state_dict(), model.config, tmp_path, layout="boson", max_shard_size="200KB")
+    real, meta = read_state_dict(tmp_path), read_state_dict(tmp_path, meta=True)
+    assert real.keys() == meta.keys()
+    assert all(meta[k].device.type == "meta" and meta[k].shape == real[k].shape and meta[k].dtype == real[k].dtype
+               for k in real)

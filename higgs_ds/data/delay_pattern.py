@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from higgs_ds.constants import IGNORE_INDEX  # noqa: F401 (re-exported)
+
 AUDIO_STREAM_BOS = 1024
 AUDIO_STREAM_EOS = 1025
-from higgs_ds.constants import IGNORE_INDEX  # noqa: F401 (re-exported)
 
 
 def build_delay_pattern(codes: torch.Tensor, bos: int, pad: int) -> torch.Tensor:

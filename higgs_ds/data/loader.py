@@ -26,9 +26,11 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
+import os
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
@@ -69,6 +71,14 @@ class DataConfig:
 class _WorkerPosition:
     epoch: int = 0
     batches_in_epoch: int = 0
+
+
+def _exit_on_stop_signals(_worker_id: int) -> None:
+    """Slurm sends SIGTERM/SIGUSR1 to every process of a job step. The rank decides when to stop (it
+    checkpoints at the step boundary); a worker just ends cleanly: exit 0, which the rank does not treat
+    as a crash (torch's own handler dies by the signal when anyone but the parent sends it)."""
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _identity(x):
@@ -140,7 +150,8 @@ class StreamingLoader:
                                [_WorkerPosition(**asdict(p)) for p in self.positions], first)
         extra = {"prefetch_factor": self.cfg.prefetch_factor} if self.cfg.num_workers > 0 else {}
         loader = DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers, collate_fn=_identity,
-                            pin_memory=self.cfg.pin_memory, in_order=True, **extra)
+                            pin_memory=self.cfg.pin_memory, in_order=True, worker_init_fn=_exit_on_stop_signals,
+                            **extra)
         for batch, meta in loader:
             expected = (self.batches_taken) % self.num_streams
             if meta["worker"] != expected:  # the round-robin order is what makes the state exact

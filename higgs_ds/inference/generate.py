@@ -88,10 +88,12 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     return GenerationResult([d.cpu() for d in delayed], codes, finished, steps)
 
 
-def generate(model, renderer: ChatMLRenderer, requests: list[TTSRequest], cfg: GenerationConfig = GenerationConfig(),
-             prompt: PromptConfig = PromptConfig(), sync_ranks: bool | None = None) -> GenerationResult:
-    """Generate codes for a batch of TTS requests (one prompt per request)."""
+def generate(model, renderer: ChatMLRenderer, requests: list[TTSRequest], cfg: GenerationConfig | None = None,
+             prompt: PromptConfig | None = None, sync_ranks: bool | None = None) -> GenerationResult:
+    """Generate codes for a batch of TTS requests (one prompt per request). Defaults: Higgs Audio v2's
+    inference settings (`GenerationConfig()`) and the training prompt layout (`PromptConfig()`)."""
     if not requests:
         raise ValueError("generate() needs at least one request")
+    cfg = cfg or GenerationConfig()
     batch = left_pad([build_prompt(renderer, r, prompt) for r in requests], renderer.special.pad)
     return generate_from_ids(model, batch["input_ids"], batch["attention_mask"], batch["audio_ids"], cfg, sync_ranks)

@@ -47,7 +47,9 @@ class PromptIds:
     audio_ids: torch.Tensor  # [N_audio, K]: prompt audio (delayed) + the all-BOS column
 
 
-def build_prompt(renderer: ChatMLRenderer, request: TTSRequest, prompt: PromptConfig = PromptConfig()) -> PromptIds:
+def build_prompt(renderer: ChatMLRenderer, request: TTSRequest, prompt: PromptConfig | None = None) -> PromptIds:
+    """`prompt` must be the PromptConfig the model was trained with (default: `PromptConfig()`)."""
+    prompt = prompt or PromptConfig()
     k = renderer.num_codebooks
     empty = np.zeros((k, 0), dtype=np.int64)
     utt = Utterance(id=request.id, text=request.text, codes=empty, scene=request.scene,

@@ -39,10 +39,7 @@ def select_tokens(logits: torch.Tensor, cfg: GenerationConfig, history: torch.Te
 
     history [B, K, W]: the segment's latest columns (up to ``ras_window``) for RAS; None or W=0: no RAS.
     """
-    if cfg.greedy:
-        tokens = logits.argmax(dim=-1)
-    else:
-        tokens = _multinomial(filter_logits(logits, cfg), generator)
+    tokens = logits.argmax(dim=-1) if cfg.greedy else _multinomial(filter_logits(logits, cfg), generator)
     if cfg.ras_window and history is not None and history.shape[-1] > 0:
         repeats = (history[..., -cfg.ras_window:] == tokens.unsqueeze(-1)).sum(dim=-1)
         redraw = repeats >= cfg.ras_max_repeats

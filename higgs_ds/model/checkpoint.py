@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import save_torch_state_dict
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file as _load_file
 
 from higgs_ds.model.config import HiggsAudioConfig
 from higgs_ds.model.modeling import HiggsAudioModel
@@ -37,8 +38,11 @@ _IGNORED_PREFIXES = ("audio_tower.", "audio_encoder_proj.")  # Whisper tower, sk
 _HF_AUDIO_EMBED = "model.embed_audio_tokens.embed_audio_tokens.weight"
 
 
-def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of `model.safetensors` or of the shards listed in `model.safetensors.index.json`."""
+def read_state_dict(directory: str | Path, meta: bool = False) -> dict[str, torch.Tensor]:
+    """All tensors of `model.safetensors` or of the shards listed in `model.safetensors.index.json`.
+    meta=True reads only names, shapes and dtypes (tensors on the meta device): what ranks that do not
+    fill any weights need, so that a 5.8B checkpoint is read from disk once per node, not per rank."""
+    load_file = _load_meta if meta else _load_file
     d = Path(directory)
     index = d / "model.safetensors.index.json"
     if index.exists():
@@ -54,6 +58,17 @@ def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     if single.exists():
         return load_file(single)
     raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {d}")
+
+
+def _load_meta(path: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    with safe_open(path, framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+            sl = f.get_slice(key)
+            dtype = getattr(torch, {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(sl.get_dtype(),
+                                                                                            "float32"))
+            out[key] = torch.empty(sl.get_shape(), dtype=dtype, device="meta")
+    return out
 
 
 def read_config(directory: str | Path) -> dict:
@@ -152,8 +167,12 @@ def load_weights(model: HiggsAudioModel, directory: str | Path, strict: bool = T
     Works on a ZeRO-3-partitioned model as well: each parameter is gathered, filled on rank 0,
     and re-partitioned (the pattern transformers uses for `from_pretrained` under ZeRO-3).
     """
+    import torch.distributed as dist
+
     layout = detect_layout(read_config(directory))
-    raw = read_state_dict(directory)
+    zero3 = any(hasattr(p, "ds_id") for p in model.parameters())
+    filler = not zero3 or not dist.is_initialized() or dist.get_rank() == 0  # only rank 0 copies under ZeRO-3
+    raw = read_state_dict(directory, meta=not filler)
     sd = {"boson": boson_to_ours, "hf": hf_to_ours}.get(layout, lambda s: llama_to_ours(s, model.config))(raw)
     expected = dict(model.named_parameters())
     missing = sorted(set(expected) - set(sd))
@@ -170,6 +189,8 @@ def load_weights(model: HiggsAudioModel, directory: str | Path, strict: bool = T
 
 
 def _copy_into(params: dict[str, torch.nn.Parameter], sd: dict[str, torch.Tensor], source) -> None:
+    """Copy checked tensors into the parameters; under ZeRO-3 each parameter is gathered, filled by
+    rank 0 (the only rank holding real tensors) and re-partitioned."""
     import torch.distributed as dist
 
     zero3 = any(hasattr(p, "ds_id") for p in params.values())

@@ -90,7 +90,7 @@ def compare_codes(generated: torch.Tensor, reference: torch.Tensor) -> dict[str,
 
 class AudioEvaluator:
     def __init__(self, model, tokenizer, codec: AudioCodec | None, utterances: list[Utterance],
-                 generation: GenerationConfig, prompt: PromptConfig = PromptConfig(),
+                 generation: GenerationConfig, prompt: PromptConfig | None = None,
                  scorer: SpeechScorer | None = None):
         """`codec` may be None on ranks other than 0 (they never decode audio)."""
         self.model = model
@@ -99,7 +99,7 @@ class AudioEvaluator:
         self.codec = codec
         self.utterances = utterances
         self.generation = generation
-        self.prompt = prompt
+        self.prompt = prompt or PromptConfig()  # must be the training prompt layout
         self.scorer = scorer
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         if self.rank == 0 and codec is None:
@@ -107,7 +107,7 @@ class AudioEvaluator:
 
     @classmethod
     def from_config(cls, cfg: AudioEvalConfig, model, tokenizer, eval_shards: str | None,
-                    prompt: PromptConfig = PromptConfig(), scorer: SpeechScorer | None = None) -> AudioEvaluator:
+                    prompt: PromptConfig | None = None, scorer: SpeechScorer | None = None) -> AudioEvaluator:
         split = cfg.shards or eval_shards
         if not split:
             raise ValueError("audio_eval: set audio_eval.shards or data.eval_shards")

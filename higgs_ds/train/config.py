@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from higgs_ds.data.loader import DataConfig as LoaderConfig
+from higgs_ds.train.audio_eval import AudioEvalConfig
 
 
 @dataclass
@@ -91,6 +92,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    audio_eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)  # listening eval (generation)
 
     def __post_init__(self):
         if self.steps < 1 or self.grad_accum < 1:

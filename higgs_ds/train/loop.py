@@ -24,6 +24,7 @@ from higgs_ds import ops
 from higgs_ds.data.loader import build_eval_batches, build_loader
 from higgs_ds.model.loss import LossSums, LossWeights, combine, target_counts
 from higgs_ds.train import checkpointing
+from higgs_ds.train.audio_eval import AudioEvaluator
 from higgs_ds.train.build import build_model, build_optimizer, load_tokenizer
 from higgs_ds.train.config import TrainConfig
 from higgs_ds.train.distributed import build_ds_config, init_distributed
@@ -188,6 +189,10 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         log.info("resumed from %s at step %d", ckpt_dir / tag, start_step)
 
     writer = MetricsWriter(run_dir, cfg.to_dict(), cfg.wandb_project, enabled=rank == 0)
+    audio_eval = None
+    if cfg.audio_eval.every:
+        audio_eval = AudioEvaluator.from_config(cfg.audio_eval, engine.module, tokenizer, cfg.data.eval_shards,
+                                                prompt=cfg.data.train.stream.prompt)
     batches = iter(loader)
     nonfinite_in_a_row = nonfinite_total = 0
     window = {"time": 0.0, "wait": 0.0, "tokens": 0, "samples": 0, "sums": _zero_sums(k, engine.device)}
@@ -270,6 +275,11 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
             writer.write(done, em, kind="eval")
             log.info("eval @ %d  loss %.4f  text %.4f  audio %.4f", done, em["loss"], em["loss/text"],
                      em["loss/audio"])
+
+        if audio_eval is not None and (done % cfg.audio_eval.every == 0 or done == end_step):
+            am = audio_eval.run(done, run_dir, writer)  # every rank: generation runs in ZeRO-3 lockstep
+            log.info("audio eval @ %d  frame_acc %.3f  length_ratio %.2f  stop_rate %.2f  tf/acc_audio %.3f", done,
+                     am["gen/frame_acc"], am["gen/length_ratio"], am["gen/stop_rate"], am["tf/acc_audio"])
 
         # all ranks agree on stopping, even if only one of them got the signal
         stopping = _all_reduce(torch.tensor([stop_signal["signal"] is not None], dtype=torch.float32,

@@ -10,7 +10,6 @@
 # Needs root (apt-get, daemons). No systemd: the daemons run as plain background processes.
 # Everything lives under $SLURM_LOCAL_DIR with its own slurm.conf (clients find it through
 # SLURM_CONF), so an existing /etc/slurm on the machine is never touched.
-# Recipe and pitfalls: see the project's Slurm notes (multiple slurmd, NodeAddr, pid files).
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/var/tmp/higgs-ds-slurm}

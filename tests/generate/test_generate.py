@@ -42,7 +42,8 @@ def test_kv_cache_decoding_matches_the_full_forward_with_left_padding(overfit):
         cache = DynamicCache()
         steps = [model(ids, audio, mask, past_key_values=cache).hidden_states]
         for t in range(3):
-            steps.append(model(torch.full((2, 1), out_id), extra[2 * t: 2 * t + 2], full_mask[:, : ids.shape[1] + t + 1],
+            mask_so_far = full_mask[:, : ids.shape[1] + t + 1]
+            steps.append(model(torch.full((2, 1), out_id), extra[2 * t: 2 * t + 2], mask_so_far,
                                past_key_values=cache).hidden_states)
     real = full_mask.bool()
     torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], atol=1e-5, rtol=1e-5)

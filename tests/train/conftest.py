@@ -28,7 +28,8 @@ def demo_data(tmp_path_factory) -> dict[str, Path]:
     """The real built-in demo (espeak-ng Arabic, seeded DAC), built once per session."""
     root = tmp_path_factory.mktemp("demo")
     build_demo(DemoConfig(out_dir=str(root), progress=False))
-    return {"train": root / "train", "eval": root / "eval", "tokenizer": root / "tokenizer"}
+    return {"train": root / "train", "eval": root / "eval", "tokenizer": root / "tokenizer",
+            "codec": root / "codec" / "dac_seeded_demo.pth"}
 
 
 def take_samples(src: Path, dst: Path, n: int, copies: int = 1) -> Path:

@@ -16,11 +16,11 @@ from tests.train.conftest import take_samples
 from tests.train.launcher import run_deepspeed
 
 
-def _train(run_dir: Path, data: dict, *overrides: str, ranks: int = 2):
-    args = ["--deepspeed", "ds_configs/zero3.json", "--config", "recipes/demo.yaml", f"run_dir={run_dir}",
+def _train(run_dir: Path, data: dict, *overrides: str, ranks: int = 2, ds_config: str = "ds_configs/zero3.json"):
+    args = ["--deepspeed", ds_config, "--config", "recipes/demo.yaml", f"run_dir={run_dir}",
             f"data.train.shards={data['train']}", f"data.eval_shards={data['eval']}",
             f"data.tokenizer={data['tokenizer']}", "data.train.num_workers=1", "wandb_project=null",
-            "model.hidden_size=64", "model.intermediate_size=128", *overrides]
+            "model.hidden_size=64", "model.intermediate_size=128", "audio_eval.every=0", *overrides]
     return run_deepspeed("launch/train.py", args, ranks=ranks)
 
 
@@ -98,19 +98,21 @@ def test_tiny_model_overfits_four_demo_samples(tmp_path, demo_data):
     run = tmp_path / "overfit"
     _train(run, data, "steps=300", "log_every=50", "eval_every=0", "predict_every=0", "save_every=1000",
            "optim.lr=3e-3", "optim.warmup_steps=10", "optim.min_lr_ratio=0.3", "model.hidden_size=128",
-           "model.intermediate_size=256", "data.train.stream.max_batch_size=4", ranks=1)
+           "model.intermediate_size=256", "data.train.stream.max_batch_size=4", "audio_eval.every=300",
+           f"audio_eval.codec_weights={demo_data['codec']}", "audio_eval.generation.max_new_frames=40", ranks=1)
     last = read_metrics(run / "metrics.jsonl")[-1]
     assert last["loss/text"] < 0.1 and last["loss/audio"] < 0.1, last
+    # the listening eval ran in the real loop: held-out prompts generated, decoded, written and logged
+    listened = read_metrics(run / "metrics.jsonl", "audio_eval")
+    assert len(listened) == 1 and 0.0 <= listened[0]["gen/frame_acc"] <= 1.0
+    assert list((run / "audio_eval" / "step000300").glob("*.wav")) and list((run / "audio_eval").rglob("*.png"))
 
 
 def test_zero2_grad_accum_activation_checkpointing_and_audio_only_freeze(tmp_path, random_data):
     run = tmp_path / "frozen"
-    proc = run_deepspeed("launch/train.py", [
-        "--deepspeed", "ds_configs/zero2.json", "--config", "recipes/demo.yaml", f"run_dir={run}",
-        f"data.train.shards={random_data['train']}", f"data.eval_shards={random_data['eval']}",
-        f"data.tokenizer={random_data['tokenizer']}", "data.train.num_workers=1", "wandb_project=null",
-        "model.hidden_size=64", "model.intermediate_size=128", "steps=4", "grad_accum=2", "save_every=2",
-        "keep_last=3", "activation_checkpointing=true", "freeze=audio_only", "eval_every=0", "predict_every=0"])
+    proc = _train(run, random_data, "steps=4", "grad_accum=2", "save_every=2", "keep_last=3",
+                  "activation_checkpointing=true", "freeze=audio_only", "eval_every=0", "predict_every=0",
+                  ds_config="ds_configs/zero2.json")
     assert "ZeRO stage 2" in proc.stdout + proc.stderr
     states = [torch.load(run / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
               for tag in ("step000002", "step000004")]  # ZeRO-2 keeps whole fp32 weights here
@@ -125,12 +127,8 @@ def test_zero2_grad_accum_activation_checkpointing_and_audio_only_freeze(tmp_pat
 
 def test_zero3_offload_config_trains(tmp_path, random_data):
     run = tmp_path / "offload"
-    proc = run_deepspeed("launch/train.py", [
-        "--deepspeed", "ds_configs/zero3_offload.json", "--config", "recipes/demo.yaml", f"run_dir={run}",
-        f"data.train.shards={random_data['train']}", f"data.eval_shards={random_data['eval']}",
-        f"data.tokenizer={random_data['tokenizer']}", "data.train.num_workers=1", "wandb_project=null",
-        "model.hidden_size=64", "model.intermediate_size=128", "steps=3", "log_every=1", "eval_every=0",
-        "predict_every=0", "activation_checkpointing=true"])
+    proc = _train(run, random_data, "steps=3", "log_every=1", "eval_every=0", "predict_every=0",
+                  "activation_checkpointing=true", ds_config="ds_configs/zero3_offload.json")
     metrics = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in metrics] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in metrics)
     assert "ZeRO stage 3" in proc.stdout + proc.stderr

@@ -1,0 +1,98 @@
+"""The training-time audio eval and the ASR / speaker-similarity hooks (stub scorers only)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from higgs_ds.data.codec import build_seeded_demo_dac
+from higgs_ds.data.shards import SHARD_NAME, utterance_to_tar_sample, write_shard
+from higgs_ds.inference import SpeechScorer, error_counts, normalize_for_asr
+from higgs_ds.train.audio_eval import AudioEvalConfig, AudioEvaluator, compare_codes
+from higgs_ds.train.metrics import MetricsWriter, read_metrics
+
+
+class FakeWandbRun:
+    def __init__(self):
+        self.logged = []
+
+    def log(self, data, step):
+        self.logged.append((step, data))
+
+
+def _scorer(utts):
+    """Transcribes the first prompt exactly and drops the last word of the second; fixed embeddings."""
+    transcripts = iter([utts[0].text, " ".join(utts[1].text.split()[:-1])])
+    return SpeechScorer(transcriber=lambda wav, sr: next(transcripts),
+                        speaker_embedder=lambda wav, sr: np.array([1.0, 2.0, 3.0]))
+
+
+def test_audio_eval_on_the_overfit_model_logs_saves_and_scores(overfit, tmp_path):
+    split = tmp_path / "heldout"
+    split.mkdir()
+    write_shard(split / SHARD_NAME.format(0), [utterance_to_tar_sample(u.id, u) for u in overfit.utterances])
+    codec_path = build_seeded_demo_dac(tmp_path / "codec.pth")
+    cfg = AudioEvalConfig(every=10, num_prompts=2, codec_weights=str(codec_path))
+    evaluator = AudioEvaluator.from_config(cfg, overfit.model, overfit.tokenizer, str(split),
+                                           scorer=_scorer(overfit.utterances))
+    writer = MetricsWriter(tmp_path / "run", {}, wandb_project=None, enabled=True)
+    (tmp_path / "run").mkdir()
+    writer.wandb = FakeWandbRun()
+    overfit.model.train()
+    m = evaluator.run(20, tmp_path / "run", writer)
+    assert overfit.model.training  # the evaluator restores the mode it found
+    overfit.model.eval()
+
+    assert m["tf/acc_audio"] == 1.0 and all(m[f"tf/acc_audio_cb{k}"] == 1.0 for k in range(8))
+    assert m["tf/loss_audio"] < 0.5
+    assert m["gen/frame_acc"] == 1.0 and m["gen/cb0_acc"] == 1.0
+    assert m["gen/length_ratio"] == 1.0 and m["gen/stop_rate"] == 1.0
+    words = len(normalize_for_asr(overfit.utterances[1].text).split())
+    total = sum(len(normalize_for_asr(u.text).split()) for u in overfit.utterances)
+    assert m["score/wer"] == pytest.approx(1 / total) and words > 1
+    assert m["score/sim"] == pytest.approx(1.0)
+
+    out = tmp_path / "run" / "audio_eval" / "step000020"
+    for u in overfit.utterances:
+        assert np.array_equal(np.load(out / f"{u.id}.npy"), u.codes)
+        assert (out / f"{u.id}.wav").stat().st_size > 44 and (out / f"{u.id}.png").stat().st_size > 0
+        assert (tmp_path / "run" / "audio_eval" / "reference" / f"{u.id}.wav").is_file()
+    record = read_metrics(tmp_path / "run" / "metrics.jsonl", kind="audio_eval")
+    assert [r["step"] for r in record] == [20] and record[0]["gen/frame_acc"] == 1.0
+    (step, media), (scalar_step, scalars) = writer.wandb.logged  # audio + images, then the scalars
+    assert step == scalar_step == 20
+    assert sorted(media) == sorted(f"audio_eval/{u.id}/{kind}" for u in overfit.utterances
+                                   for kind in ("audio", "spectrogram"))
+    assert scalars["audio_eval/gen/frame_acc"] == 1.0
+
+
+def test_compare_codes_counts_missing_frames_as_wrong():
+    ref = torch.arange(16).view(2, 8)
+    gen = ref[:, :6].clone()
+    gen[1, 0] = 99  # frame 0 wrong in one codebook only
+    m = compare_codes(gen, ref)
+    assert m == {"frame_acc": 5 / 8, "cb0_acc": 6 / 8, "length_ratio": 6 / 8}
+
+
+def test_asr_error_counts_ignore_diacritics_and_punctuation():
+    ref = "ذَهَبَ الوَلَدُ إلى المَدْرَسَةِ."
+    assert error_counts(ref, "ذهب الولد إلى المدرسة")["word_errors"] == 0
+    counts = error_counts(ref, "ذهب الولد المدرسة")
+    assert counts["word_errors"] == 1 and counts["words"] == 4
+    assert counts["char_errors"] == 3 and counts["chars"] == len("ذهبالولدإلىالمدرسة")
+
+
+def test_scorer_without_hooks_reports_nothing_and_checks_lengths():
+    assert SpeechScorer().score([np.zeros(10)], 16000, ["نص"]) == {}
+    with pytest.raises(ValueError, match="waveforms"):
+        SpeechScorer(transcriber=lambda w, sr: "").score([np.zeros(10)], 16000, [])
+
+
+def test_audio_eval_config_validation():
+    with pytest.raises(ValueError, match="num_prompts"):
+        AudioEvalConfig(num_prompts=0)
+    with pytest.raises(ValueError, match="codec_weights"):
+        AudioEvalConfig(every=5, codec_weights=None)
+    assert AudioEvalConfig(generation={"max_new_frames": 10}).generation.max_new_frames == 10
+    assert json.dumps(AudioEvalConfig().__dict__, default=lambda o: o.__dict__)
