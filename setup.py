@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="higgs-ds",
@@ -6,7 +6,7 @@ setup(
     description="DeepSpeed ZeRO-3 training stack for Higgs Audio v2 DualFFN audio-text models",
     python_requires=">=3.10",
     # kernels/ ships as higgs_ds.kernels: a top-level `kernels` module would shadow HF's `kernels`.
-    packages=["higgs_ds", "higgs_ds.model", "higgs_ds.data", "higgs_ds.train", "higgs_ds.ops", "higgs_ds.kernels"],
+    packages=find_packages(include=["higgs_ds", "higgs_ds.*"]) + ["higgs_ds.kernels"],
     package_dir={"higgs_ds": "higgs_ds", "higgs_ds.kernels": "kernels"},
     package_data={"higgs_ds.data": ["demo/*.txt"]},
     install_requires=[

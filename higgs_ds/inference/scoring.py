@@ -3,7 +3,7 @@ generated audio) and speaker similarity (cosine of speaker embeddings of the gen
 reference audio).
 
 No ASR or speaker model can be downloaded on the build machines, so none ships here: plug in any
-callables with the signatures below (see ``higgs_ds/README_generate.md`` for Whisper and a WavLM
+callables with the signatures below (see README.md, "Intelligibility and speaker similarity", for Whisper and a WavLM
 speaker encoder). Text is normalised the same way on both sides before the edit distance: Arabic
 normalisation without diacritics (ASR models rarely emit tashkeel) and without punctuation.
 """
