@@ -1,7 +1,6 @@
 """Generation end to end on CPU: KV-cache decoding, the overfit model reproducing its training codes,
 batching, and the command line writing a wav whose length matches the codes."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,13 +107,3 @@ def test_load_model_reads_exported_dirs_with_their_tokenizer(exported, overfit):
     assert loaded.tokenizer_dir == exported[0]
     for name, p in overfit.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], p), name
-
-
-@pytest.mark.skipif(not Path("runs/demo/checkpoints/latest").is_file(), reason="the demo run has not been trained")
-def test_load_model_consolidates_the_demo_runs_zero_checkpoint():
-    loaded = load_model("runs/demo")
-    tag = Path("runs/demo/checkpoints/latest").read_text().strip()
-    assert loaded.source.endswith(tag) and loaded.tokenizer_dir is not None
-    same = load_model(f"runs/demo/checkpoints/{tag}")
-    for name, p in loaded.model.state_dict().items():
-        assert torch.equal(same.model.state_dict()[name], p), name

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from transformers import HiggsAudioV2ForConditionalGeneration
 
+from higgs_ds.inference import load_model
 from higgs_ds.model.checkpoint import from_pretrained
 from higgs_ds.train.metrics import read_metrics
 from launch.export import export
@@ -60,6 +61,12 @@ def test_two_ranks_zero3_resume_is_exact_and_export_loads_in_transformers(tmp_pa
                                                                       output_loading_info=True)
     assert not any(info.values())
     ours = from_pretrained(export(ckpts, tmp_path / "boson", layout="boson")).eval()
+    # generation loads the run directly (latest tag, ZeRO shards merged in memory) to the same weights
+    for source in (straight, ckpts / "step000006"):
+        loaded = load_model(source)
+        assert loaded.source.endswith("step000006") and loaded.tokenizer_dir == random_data["tokenizer"]
+        for name, value in ours.state_dict().items():
+            assert torch.equal(loaded.model.state_dict()[name], value), name
     cfg = ours.config
     ids = torch.randint(0, 500, (1, 24))
     ids[0, 6:20] = cfg.audio_out_token_idx
