@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import HiggsAudioV2ForConditionalGeneration
 
@@ -139,3 +140,14 @@ def test_zero3_offload_config_trains(tmp_path, random_data):
     metrics = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in metrics] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in metrics)
     assert "ZeRO stage 3" in proc.stdout + proc.stderr
+
+
+def test_non_finite_losses_stop_the_run_with_a_clear_message(tmp_path, random_data):
+    """An absurd learning rate overflows the weights after one step: every later micro-batch is
+    non-finite, each is dropped on all ranks, and `max_nonfinite` in a row end the run non-zero."""
+    with pytest.raises(AssertionError) as failure:
+        _train(tmp_path / "nan", random_data, "steps=20", "log_every=1", "optim.lr=1e30", "optim.warmup_steps=0",
+               "max_nonfinite=3", "eval_every=0", "predict_every=0", "save_every=1000", ranks=1)
+    log = str(failure.value)
+    assert "exited" in log and "3 non-finite losses in a row" in log
+    assert log.count("micro-batch dropped on all ranks") == 3
