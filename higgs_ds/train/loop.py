@@ -73,6 +73,11 @@ def _zero_sums(k: int, device) -> LossSums:
     return LossSums(z(()), z(()), z(()), z(k), z(k), z(k))
 
 
+def _new_window(k: int, device) -> dict:
+    """What the loop sums between two metric lines."""
+    return {"time": 0.0, "wait": 0.0, "tokens": 0, "samples": 0, "sums": _zero_sums(k, device)}
+
+
 def _accumulate(acc: LossSums, s: LossSums) -> None:
     for name in ("text_sum", "text_count", "text_correct", "audio_sum", "audio_count", "audio_correct"):
         getattr(acc, name).add_(getattr(s, name).detach())
@@ -150,9 +155,6 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, force=True, handlers=[handler],
                         format="%(message)s" if os.isatty(1) else "%(asctime)s %(levelname)s %(message)s")
     run_dir, ckpt_dir = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
-    if rank == 0:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # same on every rank: the model initialises identically
@@ -187,6 +189,9 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         loader.load_state_dict(state["loader"])
         start_step = state["step"]
         log.info("resumed from %s at step %d", ckpt_dir / tag, start_step)
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     writer = MetricsWriter(run_dir, cfg.to_dict(), cfg.wandb_project, enabled=rank == 0)
     audio_eval = None
@@ -195,7 +200,7 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
                                                 prompt=cfg.data.train.stream.prompt)
     batches = iter(loader)
     nonfinite_in_a_row = nonfinite_total = 0
-    window = {"time": 0.0, "wait": 0.0, "tokens": 0, "samples": 0, "sums": _zero_sums(k, engine.device)}
+    window = _new_window(k, engine.device)
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         TextColumn("{task.fields[status]}"), disable=rank != 0 or not os.isatty(1))
     task = progress.add_task("train", total=cfg.steps, completed=start_step, status="")
@@ -238,7 +243,7 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         window["time"] += time.perf_counter() - t0
         done = step + 1
 
-        if step == start_step or done % cfg.log_every == 0 or done == cfg.steps:
+        if step == start_step or done % cfg.log_every == 0 or done == end_step:
             m = _sum_metrics(window["sums"], weights, k)
             rates = _all_reduce(torch.tensor([window["tokens"], window["samples"]], dtype=torch.float64,
                                               device=engine.device))
@@ -256,9 +261,9 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
                      "grad %.2f  %.0f tok/s  wait %.0f%%", done, cfg.steps, m["loss"], m["loss/text"],
                      m["loss/audio"], m["acc/text"], m["acc/audio_cb0"], m["lr"], m["grad_norm"],
                      m["tokens_per_s"], 100 * m["data_wait_frac"])
-            window = {"time": 0.0, "wait": 0.0, "tokens": 0, "samples": 0, "sums": _zero_sums(k, engine.device)}
+            window = _new_window(k, engine.device)
 
-        if cfg.predict_every and (done % cfg.predict_every == 0 or done == cfg.steps):
+        if cfg.predict_every and (done % cfg.predict_every == 0 or done == end_step):
             engine.eval()
             with torch.no_grad():
                 batch = micro[0]
@@ -270,7 +275,7 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
                 with (run_dir / "predictions.jsonl").open("a") as f:
                     f.write(json.dumps({"step": done, **report}, ensure_ascii=False) + "\n")
 
-        if eval_batches is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+        if eval_batches is not None and (done % cfg.eval_every == 0 or done == end_step):
             em = evaluate(engine, eval_batches, weights, k)
             writer.write(done, em, kind="eval")
             log.info("eval @ %d  loss %.4f  text %.4f  audio %.4f", done, em["loss"], em["loss/text"],
