@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from higgs_ds.data.delay_pattern import revert_delay_pattern
+from higgs_ds.data.delay_pattern import codes_from_delayed_segment, revert_delay_pattern
 
 
 class DelayPatternState:
@@ -81,5 +81,6 @@ def codes_from_segment(delayed: torch.Tensor, finished: bool, codebook_size: int
     k, length = delayed.shape
     if length < k:
         return delayed.new_zeros((k, 0))
-    frames = revert_delay_pattern(delayed).clip(0, codebook_size - 1)
-    return frames[:, 1:-1] if finished else frames[:, 1:]
+    if finished:
+        return codes_from_delayed_segment(delayed).clip(0, codebook_size - 1)
+    return revert_delay_pattern(delayed).clip(0, codebook_size - 1)[:, 1:]
