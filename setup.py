@@ -8,10 +8,10 @@ setup(
     # kernels/ ships as higgs_ds.kernels: a top-level `kernels` module would shadow HF's `kernels`.
     packages=find_packages(include=["higgs_ds", "higgs_ds.*"]) + ["higgs_ds.kernels"],
     package_dir={"higgs_ds": "higgs_ds", "higgs_ds.kernels": "kernels"},
-    package_data={"higgs_ds.data": ["demo/*.txt"]},
+    package_data={"higgs_ds.data": ["demo/*.txt", "demo/codec/*"]},
     install_requires=[
         "torch>=2.4", "transformers>=5.0", "deepspeed>=0.16", "safetensors", "tokenizers",
-        "webdataset>=1.0", "pyyaml", "rich", "tqdm", "numpy", "soundfile",
+        "webdataset>=1.0", "pyyaml", "rich", "tqdm", "numpy", "soundfile", "peft",
     ],
     extras_require={
         "audio": ["torchaudio", "descript-audio-codec"],

@@ -3,7 +3,9 @@
     python launch/generate.py runs/demo --text "مرحبا بكم" --out runs/demo/generated/hello.wav
 
 The checkpoint is a training run directory (latest checkpoint, or --tag), one checkpoint tag
-directory, or an exported / released directory (Boson or transformers layout). Voice cloning:
+directory, or an exported / released directory (Boson or transformers layout). The codes are decoded by
+the codec the checkpoint's audio spec names (`--codec-path` gives a local copy when it moved), and the
+prompt uses the layout the model was trained with (system prompt, scene block). Voice cloning:
 --ref-audio ref.wav --ref-text "its transcript" (or --ref-codes codes.npy). Several --text flags
 make one batch; outputs are then numbered (hello_0.wav, hello_1.wav, ...).
 """
@@ -11,22 +13,28 @@ make one batch; outputs are then numbered (hello_0.wav, hello_1.wav, ...).
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import AutoTokenizer
 
-from higgs_ds.data.codec import CodecConfig, file_sha256, load_audio, load_codec
+from higgs_ds.codec import load_audio, load_codec_for_spec
 from higgs_ds.data.render import ChatMLRenderer
-from higgs_ds.data.schema import PromptConfig
+from higgs_ds.device import resolve_device, resolve_precision, torch_dtype
 from higgs_ds.inference import GenerationConfig, TTSRequest, decode_codes, generate, load_model, write_codes, write_wav
+from higgs_ds.inference.scoring import (
+    add_scorer_args,
+    build_scorer,
+    format_table,
+    scorer_config,
+    summarize,
+    write_scores,
+)
 
 log = logging.getLogger("higgs_ds.generate")
-DEMO_CODEC = "data/demo/codec/dac_seeded_demo.pth"
 
 
 def _parse(argv):
@@ -40,8 +48,8 @@ def _parse(argv):
     p.add_argument("--ref-codes", type=Path, help="reference codec codes [K, T] .npy instead of --ref-audio")
     p.add_argument("--ref-text", help="transcript of the reference audio")
     p.add_argument("--tokenizer", type=Path, help="tokenizer dir (default: the checkpoint's)")
-    p.add_argument("--codec-kind", default="dac")
-    p.add_argument("--codec-weights", default=DEMO_CODEC, help=f"codec weights (default: the demo codec {DEMO_CODEC})")
+    p.add_argument("--codec-path", help="local copy of the codec the checkpoint's audio spec names (default: the "
+                                        "path recorded in the spec; its weights must match)")
     p.add_argument("--out", type=Path, default=Path("generated/speech.wav"), help="output wav path")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
@@ -55,22 +63,24 @@ def _parse(argv):
     g.add_argument("--ras-max-repeats", type=int, default=d.ras_max_repeats)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--greedy", action="store_true", help="temperature 0 and no RAS: deterministic")
+    p.add_argument("--score", action="store_true", help="score the outputs (table + <out>.scores.json): DNSMOS, "
+                                                         "speaker similarity to --ref-audio, WER/CER with --whisper")
+    add_scorer_args(p)
     return p.parse_args(argv)
 
 
-def _warn_on_codec_mismatch(codec_sha: str, checkpoint: Path) -> None:
-    """Warn when the codec differs from the one a run's training shards were encoded with."""
-    configs = [checkpoint / "config.json", *sorted(checkpoint.glob("checkpoints/step*/config.json"))]
-    for cfg in (c for c in configs if c.is_file()):
-        meta = json.loads(cfg.read_text())
-        shards = meta.get("train", meta).get("data", {}).get("train", {}).get("shards")
-        index = Path(shards or "") / "shards.json"
-        if shards and index.is_file():
-            expected = json.loads(index.read_text()).get("codec", {}).get("weights_sha256")
-            if expected and expected != codec_sha:
-                log.warning("codec weights differ from those the training shards were encoded with (%s): the "
-                            "audio will not match what the model learned", index)
-            return
+def score_outputs(paths: list[Path], texts: list[str], a: argparse.Namespace) -> dict:
+    """Offline metrics of the written wavs; the voice reference is --ref-audio (no MCD: its text differs)."""
+    scorer = build_scorer(dataclasses.replace(scorer_config(a), mcd=False))
+    ref, ref_sr = load_audio(a.ref_audio) if a.ref_audio else (None, None)
+    rows = {}
+    for path, text in zip(paths, texts, strict=True):
+        wav, sr = load_audio(path)
+        rows[path.name] = scorer.score_one(wav.numpy(), sr, text, None if ref is None else ref.numpy(), ref_sr)
+    result = {"summary": summarize(list(rows.values())), "per_utterance": rows}
+    print(format_table(result["summary"]))
+    write_scores(a.out.with_suffix(".scores.json"), result)
+    return result
 
 
 def main(argv=None) -> list[Path]:
@@ -82,9 +92,8 @@ def main(argv=None) -> list[Path]:
         sys.exit("give at least one --text (or --text-file)")
     if (a.ref_audio or a.ref_codes) and not a.ref_text:
         sys.exit("--ref-audio/--ref-codes need --ref-text (the reference transcript)")
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
-    dtype = torch.bfloat16 if a.dtype == "bf16" or (a.dtype == "auto" and device.type == "cuda") else torch.float32
+    device = resolve_device(a.device)
+    dtype = torch_dtype(resolve_precision(a.dtype, device))
 
     loaded = load_model(a.checkpoint, a.tag, device=device, dtype=dtype)
     tokenizer_dir = a.tokenizer or loaded.tokenizer_dir
@@ -92,9 +101,9 @@ def main(argv=None) -> list[Path]:
         sys.exit(f"no tokenizer found for {a.checkpoint}: pass --tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     mcfg = loaded.model.config
-    codec = load_codec(CodecConfig(kind=a.codec_kind, weights=a.codec_weights, num_codebooks=mcfg.audio_num_codebooks,
-                                   device=str(device)))
-    _warn_on_codec_mismatch(file_sha256(a.codec_weights), a.checkpoint)
+    if loaded.audio_spec is None:
+        sys.exit(f"{a.checkpoint} has no trained audio side (a plain Llama checkpoint): nothing to generate")
+    codec = load_codec_for_spec(loaded.audio_spec, a.codec_path, str(device), what=f"{a.checkpoint}'s codes")
 
     ref_codes = None
     if a.ref_codes:
@@ -108,7 +117,7 @@ def main(argv=None) -> list[Path]:
                            top_k=a.top_k, top_p=a.top_p, ras_window=0 if a.greedy else a.ras_window,
                            ras_max_repeats=a.ras_max_repeats, seed=a.seed)
     renderer = ChatMLRenderer(tokenizer, mcfg.audio_num_codebooks)
-    result = generate(loaded.model, renderer, requests, gen, PromptConfig())
+    result = generate(loaded.model, renderer, requests, gen, loaded.prompt)  # the training prompt layout
 
     outputs = []
     for i, (codes, finished) in enumerate(zip(result.codes, result.finished, strict=True)):
@@ -120,6 +129,8 @@ def main(argv=None) -> list[Path]:
                  "" if finished else f", no EOS within {gen.max_new_frames} frames", wav_path,
                  wav_path.with_suffix(".npy").name)
         outputs.append(wav_path)
+    if a.score:
+        score_outputs(outputs, texts, a)
     return outputs
 
 

@@ -7,9 +7,18 @@ model.init=/ckpt/higgs-audio-v2 resume=auto`.
 """
 
 import argparse
+import sys
 
+import yaml
+
+from higgs_ds.train.checkpointing import CheckpointWriteError
 from higgs_ds.train.config import load_config
 from higgs_ds.train.loop import train
+
+
+def _fail(exc: Exception, code: int) -> int:
+    print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, no traceback
+    return code
 
 
 def main(argv=None):
@@ -22,8 +31,16 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     args = p.parse_args(argv)
     ds_json = args.deepspeed if isinstance(args.deepspeed, str) else args.deepspeed_config
-    train(load_config(args.config, args.overrides), ds_json or "ds_configs/zero3.json")
+    try:  # before any distributed setup: a bad setting costs no rendezvous
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
+        return _fail(exc, 2)
+    try:
+        train(cfg, ds_json or "ds_configs/zero3.json")
+    except CheckpointWriteError as exc:  # disk full: the previous checkpoint is intact, say so in one line
+        return _fail(exc, 1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

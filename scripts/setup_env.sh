@@ -30,6 +30,9 @@ $PIP -r requirements.txt
 # their declared deps (their real runtime imports are in requirements.txt). `pip check` then reports
 # exactly one stale pin: "descript-audiotools 0.7.2 has requirement protobuf<3.20,>=3.9.2".
 $PIP --no-deps descript-audiotools==0.7.2 descript-audio-codec==1.0.0
+# resemblyzer declares `webrtcvad`, which imports pkg_resources and fails on Python 3.11 with current
+# setuptools; `webrtcvad-wheels` (requirements.txt) provides the same module, so resemblyzer goes in without deps.
+$PIP --no-deps resemblyzer==0.1.4
 $PIP --no-deps -e .
 touch "$stamp"
 echo "[setup] done"

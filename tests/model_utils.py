@@ -27,3 +27,12 @@ def random_batch(cfg: HiggsAudioConfig, segments, seq_len: int, seed: int = 0, p
     audio_labels = torch.randint(0, cfg.audio_codebook_size, (n_out, k), generator=g)
     return dict(input_ids=input_ids, attention_mask=attention_mask, audio_ids=audio_ids,
                 labels=labels, audio_labels=audio_labels)
+
+
+def loss_sums(model, out, labels, audio_labels):
+    """The model's fused head losses for an output computed without labels."""
+    from higgs_ds.model.loss import head_losses
+
+    heads = model.audio_decoder_proj
+    return head_losses(out.hidden_states, out.audio_out_mask, labels, audio_labels, heads.text_lm_head,
+                       heads.audio_lm_head)

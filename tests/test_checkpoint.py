@@ -86,7 +86,7 @@ def test_llama_init_copies_text_into_audio_and_matches_llama_on_text(tmp_path):
     llama.save_pretrained(tmp_path)
     ids = dict(audio_in_token_idx=507, audio_out_token_idx=508, audio_out_bos_token_id=509,
                audio_eos_token_id=510, pad_token_id=511)
-    cfg = config_from_checkpoint(tmp_path, **ids)
+    cfg = config_from_checkpoint(tmp_path, ids)
     ours = HiggsAudioModel(cfg).eval()
     fresh_audio_head = ours.audio_decoder_proj.audio_lm_head.weight.clone()
     assert load_weights(ours, tmp_path) == "llama"
@@ -121,3 +121,29 @@ def test_meta_read_gives_names_and_shapes_without_data(model, tmp_path):
     assert real.keys() == meta.keys()
     assert all(meta[k].device.type == "meta" and meta[k].shape == real[k].shape and meta[k].dtype == real[k].dtype
                for k in real)
+
+
+def test_a_port_config_without_our_extra_ids_takes_them_from_the_tokenizer_or_says_what_to_pass(tmp_path):
+    """transformers' port writes no audio_in_token_idx / audio_eos_token_id: never fall back to literal ids
+    (128015 / 128012 lie outside a small vocabulary); take them from the tokenizer or fail naming them."""
+    from higgs_ds.data.demo import demo_sentences
+    from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
+    from higgs_ds.model.config import token_ids_from_tokenizer
+
+    tokenizer = train_demo_tokenizer(demo_sentences()[:40], tmp_path / "tok", vocab_size=600)
+    ids = token_ids_from_tokenizer(tokenizer)
+    torch.manual_seed(0)
+    model = HiggsAudioModel(tiny_config(vocab_size=len(tokenizer), **ids)).eval()
+    save_pretrained(model.state_dict(), model.config, tmp_path / "port", layout="hf")
+    cfg_path = tmp_path / "port" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["audio_in_token_idx"], cfg["audio_eos_token_id"]  # as transformers' own converter writes it
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"no audio_in_token_idx / audio_eos_token_id.*tokenizer"):
+        from_pretrained(tmp_path / "port")
+    tokenizer.save_pretrained(str(tmp_path / "port"))  # the checkpoint's own tokenizer supplies them
+    loaded = from_pretrained(tmp_path / "port")
+    assert loaded.config.audio_in_token_idx == ids["audio_in_token_idx"] < len(tokenizer)
+    assert loaded.config.audio_eos_token_id == ids["audio_eos_token_id"]
+    _assert_same_model(model, loaded)
+    assert config_from_checkpoint(tmp_path / "port", ids).audio_in_token_idx == ids["audio_in_token_idx"]

@@ -7,8 +7,9 @@ import torch
 
 import higgs_ds.model.loss as loss_mod
 from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossWeights, combine, loss_sums
+from higgs_ds.model.loss import LossWeights, combine
 from higgs_ds.model.modeling import HiggsAudioModel
+from tests.model_utils import loss_sums
 
 
 def _random_code_batch(cfg, g, b=4, frames=48):

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossSums, LossWeights, combine, loss_sums, target_counts
+from higgs_ds.model.loss import LossSums, LossWeights, combine, target_counts
 from higgs_ds.model.modeling import HiggsAudioModel
-from tests.model_utils import random_batch
+from tests.model_utils import loss_sums, random_batch
 
 SEGMENTS = [[(2, 4, "in"), (8, 7, "out")], [(3, 9, "out"), (14, 5, "out")]]
 
@@ -40,7 +40,7 @@ def test_losses_equal_shifted_cross_entropy_on_full_logits():
     torch.testing.assert_close(sums.text_sum, want_text)
     assert sums.text_count == (b["labels"][:, 1:] != -100).sum()
 
-    # Boson's formulation (reference notes §7): a global shift over the concatenated audio-out rows
+    # Boson's formulation: a global shift over the concatenated audio-out rows
     audio_logits = model.audio_logits(out.hidden_states[out.audio_out_mask])
     for k in range(model.config.audio_num_codebooks):
         want = F.cross_entropy(audio_logits[:-1, k], b["audio_labels"][1:, k], reduction="sum")

@@ -5,7 +5,11 @@
    function of the manifest and the settings, and is saved with a fingerprint.
 2. Build: worker processes encode/validate each shard's samples and write the tar atomically (temp
    name, then rename), then a per-shard stats file (the completion marker).
-3. Index: merge the stats into ``shards.json`` and all rejects into ``rejects.jsonl``.
+3. Index: merge the stats into ``shards.json`` (with the `AudioSpec` of the codes) and all rejects into
+   ``rejects.jsonl``.
+
+The spec comes from the codec that encodes the audio; a manifest of precomputed codes states it with
+``spec`` (or a codec, whose spec the codes must then fit).
 
 A re-run with the same manifest and settings skips every shard whose stats file exists, so an
 interrupted build resumes without re-encoding. Bad samples raise :class:`BadSampleError` naming the
@@ -29,7 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from higgs_ds.data.codec import AudioCodec, CodecConfig, load_audio, load_codec
+from higgs_ds.audio_spec import AudioSpec
+from higgs_ds.codec import AudioCodec, CodecConfig, load_audio, load_codec
 from higgs_ds.data.manifest import BadSampleError, ManifestEntry, estimate_frames, read_manifest
 from higgs_ds.data.schema import Utterance
 from higgs_ds.data.shards import (
@@ -50,9 +55,7 @@ class BuildConfig:
     manifest: str
     out_dir: str
     codec: CodecConfig | None = None  # required when the manifest has 'audio'/'ref_audio' entries
-    num_codebooks: int = 8
-    codebook_size: int = 1024
-    frame_rate: float = 25.0  # used only to estimate sizes of audio entries when planning
+    spec: AudioSpec | None = None  # what precomputed codes mean; with a codec, it must match the codec's
     shard_size_mb: float = 64.0
     max_samples_per_shard: int = 10_000
     num_workers: int = 1
@@ -64,19 +67,21 @@ class BuildConfig:
             raise FileNotFoundError(f"manifest {self.manifest} not found")
         if self.shard_size_mb <= 0 or self.max_samples_per_shard < 1 or self.num_workers < 1:
             raise ValueError(f"invalid build config: {self}")
-        if self.codec is not None and self.codec.num_codebooks != self.num_codebooks:
-            raise ValueError(f"codec encodes {self.codec.num_codebooks} codebooks, build expects {self.num_codebooks}")
+        if self.codec is None and self.spec is None:
+            raise ValueError("say what the codes are: a codec (--codec-path, which also encodes audio entries) or, "
+                             "for a manifest of precomputed codes, their audio spec (--audio-spec spec.json)")
 
 
 def _estimated_bytes(entry: ManifestEntry, frames: int, num_codebooks: int) -> int:
     return frames * num_codebooks * 2 + len(entry.text.encode()) + len((entry.ref_text or "").encode()) + 2048
 
 
-def plan_shards(entries: list[ManifestEntry], frames: list[int], cfg: BuildConfig) -> list[list[int]]:
+def plan_shards(entries: list[ManifestEntry], frames: list[int], cfg: BuildConfig,
+                num_codebooks: int) -> list[list[int]]:
     """Greedy cut of entry indices, in manifest order, by estimated bytes and sample count."""
     target, plan, current, size = cfg.shard_size_mb * 2**20, [], [], 0
     for i, entry in enumerate(entries):
-        est = _estimated_bytes(entry, frames[i], cfg.num_codebooks)
+        est = _estimated_bytes(entry, frames[i], num_codebooks)
         if current and (size + est > target or len(current) >= cfg.max_samples_per_shard):
             plan.append(current)
             current, size = [], 0
@@ -87,10 +92,10 @@ def plan_shards(entries: list[ManifestEntry], frames: list[int], cfg: BuildConfi
     return plan
 
 
-def _fingerprint(cfg: BuildConfig, manifest_bytes: bytes) -> str:
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("num_workers", "progress", "out_dir", "manifest")}
-    if cfg.codec is not None:
-        settings["codec"] = {k: v for k, v in asdict(cfg.codec).items() if k not in ("device", "batch_size")}
+def _fingerprint(cfg: BuildConfig, spec: AudioSpec, manifest_bytes: bytes) -> str:
+    settings = {k: v for k, v in asdict(cfg).items()
+                if k not in ("num_workers", "progress", "out_dir", "manifest", "codec", "spec")}
+    settings["spec"] = {k: v for k, v in spec.to_dict().items() if k != "codec_path"}
     return hashlib.sha256(manifest_bytes + json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -99,19 +104,19 @@ def _fingerprint(cfg: BuildConfig, manifest_bytes: bytes) -> str:
 _WORKER_CODEC: AudioCodec | None = None
 
 
-def _init_worker(codec_cfg: CodecConfig | None, threads: int) -> None:
+def _init_worker(codec_cfg: CodecConfig | None, threads: int, codec: AudioCodec | None = None) -> None:
     global _WORKER_CODEC
     torch.set_num_threads(threads)
-    _WORKER_CODEC = load_codec(codec_cfg) if codec_cfg is not None else None
+    _WORKER_CODEC = codec or (load_codec(codec_cfg) if codec_cfg is not None else None)
 
 
-def _load_codes(entry: ManifestEntry, path: str, field: str, cfg: BuildConfig) -> np.ndarray:
+def _load_codes(entry: ManifestEntry, path: str, field: str, spec: AudioSpec) -> np.ndarray:
     try:
-        codes = np.load(path)
+        codes = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for broken files
         raise entry.error("unreadable_codes", f"unreadable '{field}' {path}: {exc}") from None
     try:
-        return validate_codes(codes, cfg.num_codebooks, cfg.codebook_size, f"'{field}' {path}")
+        return validate_codes(codes, spec.num_codebooks, spec.codebook_size, f"'{field}' {path}")
     except ValueError as exc:
         kind = "codebook_count" if "codebooks" in str(exc) else "bad_codes"
         raise entry.error(kind, str(exc)) from None
@@ -122,7 +127,7 @@ def _encode_audio(entries: list[tuple[ManifestEntry, str, str]],
     """Encode every distinct audio path of a shard: (path -> int16 codes, path -> failure). The
     caller raises or rejects the samples that use a failed file."""
     if _WORKER_CODEC is None:
-        raise entries[0][0].error("no_codec", "manifest has audio but no codec was configured (--codec-weights)")
+        raise entries[0][0].error("no_codec", "manifest has audio but no codec was configured (--codec-path)")
     waves: dict[int, list[tuple[str, torch.Tensor]]] = {}  # grouped by sample rate
     failures: dict[str, BadSampleError] = {}
     seen: set[str] = set()
@@ -142,7 +147,7 @@ def _encode_audio(entries: list[tuple[ManifestEntry, str, str]],
     return codes, failures
 
 
-def build_one_shard(shard_idx: int, entries: list[ManifestEntry], cfg: BuildConfig) -> dict:
+def build_one_shard(shard_idx: int, entries: list[ManifestEntry], cfg: BuildConfig, spec: AudioSpec) -> dict:
     """Encode/validate and write one shard; returns its stats (including rejects)."""
     audio_jobs = [(e, getattr(e, f), f) for e in entries for f in ("audio", "ref_audio") if getattr(e, f)]
     audio_codes, audio_failures = _encode_audio(audio_jobs, cfg) if audio_jobs else ({}, {})
@@ -157,7 +162,7 @@ def build_one_shard(shard_idx: int, entries: list[ManifestEntry], cfg: BuildConf
                         raise entry.error(audio_failures[audio_path].kind, audio_failures[audio_path].reason)
                     loaded[codes_field] = audio_codes[audio_path]
                 elif codes_path is not None:
-                    loaded[codes_field] = _load_codes(entry, codes_path, codes_field, cfg)
+                    loaded[codes_field] = _load_codes(entry, codes_path, codes_field, spec)
         except BadSampleError as exc:
             if not cfg.skip_bad:
                 raise
@@ -171,8 +176,7 @@ def build_one_shard(shard_idx: int, entries: list[ManifestEntry], cfg: BuildConf
     path = Path(cfg.out_dir) / SHARD_NAME.format(shard_idx)
     write_shard(path, samples)
     stats = {"name": path.name, "samples": len(samples), "frames": frames, "bytes": path.stat().st_size,
-             "speakers": dict(speakers), "rejects": rejects,
-             "codec": _WORKER_CODEC.describe() if _WORKER_CODEC is not None else None}
+             "speakers": dict(speakers), "rejects": rejects}
     write_json_atomic(Path(cfg.out_dir) / PROGRESS_DIR / f"{path.stem}.stats.json", stats)  # completion marker
     return stats
 
@@ -180,27 +184,37 @@ def build_one_shard(shard_idx: int, entries: list[ManifestEntry], cfg: BuildConf
 # ---- driver ------------------------------------------------------------------------------------
 
 
-def _prepare_plan(cfg: BuildConfig) -> tuple[list[ManifestEntry], list[list[int]], list[dict]]:
+def resolve_spec(cfg: BuildConfig) -> tuple[AudioSpec, AudioCodec | None]:
+    """The spec of the shards' codes (and the loaded codec, when there is one)."""
+    if cfg.codec is None:
+        return cfg.spec, None
+    codec = load_codec(cfg.codec)
+    if cfg.spec is not None:
+        cfg.spec.require_match(codec.spec, "--audio-spec", f"codec {cfg.codec.path}")
+    return codec.spec, codec
+
+
+def _prepare_plan(cfg: BuildConfig, spec: AudioSpec) -> tuple[list[ManifestEntry], list[list[int]], list[dict]]:
     entries, rejects = read_manifest(cfg.manifest, cfg.skip_bad)
-    frame_rate = cfg.frame_rate
     valid, frames = [], []
     for entry in entries:
         try:
-            frames.append(estimate_frames(entry, frame_rate))
+            frames.append(estimate_frames(entry, spec.frame_rate))
             valid.append(entry)
         except BadSampleError as exc:
             if not cfg.skip_bad:
                 raise
             rejects.append(exc.as_reject())
-    return valid, plan_shards(valid, frames, cfg), rejects
+    return valid, plan_shards(valid, frames, cfg, spec.num_codebooks), rejects
 
 
 def build_shards(cfg: BuildConfig) -> dict:
     """Build (or finish building) the shards of one manifest; returns the written index."""
     out = Path(cfg.out_dir)
     (out / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
-    entries, plan, plan_rejects = _prepare_plan(cfg)
-    fingerprint = _fingerprint(cfg, Path(cfg.manifest).read_bytes())
+    spec, codec = resolve_spec(cfg)
+    entries, plan, plan_rejects = _prepare_plan(cfg, spec)
+    fingerprint = _fingerprint(cfg, spec, Path(cfg.manifest).read_bytes())
     plan_path = out / PROGRESS_DIR / "plan.json"
     if plan_path.is_file() and json.loads(plan_path.read_text())["fingerprint"] != fingerprint:
         raise RuntimeError(f"{out} holds shards built from a different manifest or settings; "
@@ -216,38 +230,37 @@ def build_shards(cfg: BuildConfig) -> dict:
                disable=not cfg.progress)
     workers = min(cfg.num_workers, max(1, len(pending)))
     if workers == 1:
-        _init_worker(cfg.codec, max(1, torch.get_num_threads()))
+        _init_worker(cfg.codec, max(1, torch.get_num_threads()), codec)
         for idx in pending:
-            build_one_shard(idx, [entries[i] for i in plan[idx]], cfg)
+            build_one_shard(idx, [entries[i] for i in plan[idx]], cfg, spec)
             bar.update(len(plan[idx]))
     elif pending:
+        del codec  # each worker process loads its own
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn: a forked torch runtime with live threads can deadlock.
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(cfg.codec, threads)) as pool:
-            futures = {pool.submit(build_one_shard, idx, [entries[i] for i in plan[idx]], cfg): idx for idx in pending}
+            futures = {pool.submit(build_one_shard, idx, [entries[i] for i in plan[idx]], cfg, spec): idx
+                       for idx in pending}
             for future in as_completed(futures):
                 future.result()  # re-raises BadSampleError naming the sample
                 bar.update(len(plan[futures[future]]))
     bar.close()
     log.info("built %d shards in %.1fs", len(pending), time.time() - start)
-    return write_index(out, [json.loads(stats_path(i).read_text()) for i in range(len(plan))], plan_rejects, cfg)
+    return write_index(out, [json.loads(stats_path(i).read_text()) for i in range(len(plan))], plan_rejects, spec)
 
 
-def write_index(out: Path, shard_stats: list[dict], plan_rejects: list[dict], cfg: BuildConfig) -> dict:
+def write_index(out: Path, shard_stats: list[dict], plan_rejects: list[dict], spec: AudioSpec) -> dict:
     rejects = plan_rejects + [r for s in shard_stats for r in s["rejects"]]
     speakers = Counter()
     for s in shard_stats:
         speakers.update(s["speakers"])
     frames = sum(s["frames"] for s in shard_stats)
-    codec = next((s["codec"] for s in shard_stats if s.get("codec")), None)
     index = {
-        "version": 1,
+        "version": 2,
         "num_samples": sum(s["samples"] for s in shard_stats),
         "num_frames": frames,
-        "num_codebooks": cfg.num_codebooks,
-        "codebook_size": cfg.codebook_size,
-        "codec": codec,
+        "audio_spec": spec.to_dict(),
         "speakers": dict(sorted(speakers.items())),
         "rejects": len(rejects),
         "reject_kinds": dict(Counter(r["kind"] for r in rejects)),

@@ -14,7 +14,8 @@ Batch contract (all LongTensor, right-padded):
     ``<|audio_out_bos|>``, ``<|audio_eos|>`` and ``<|eot_id|>``/``<|eom_id|>`` of trained turns.
 ``audio_ids`` [N_audio, K]
     Codes fed at every audio position (in and out), row-major (batch, then position), with the delay
-    pattern applied per segment (T+K+1 rows each; BOS 1024 lower triangle, EOS 1025 upper).
+    pattern applied per segment (T+K+1 rows each; stream BOS in the lower triangle, EOS in the upper; the
+    ids come from the data's `AudioSpec`, 1024/1025 for 1024-code codebooks).
 ``audio_labels`` [N_out, K]
     For the audio-out positions only, row-major: ``[-100 | codes | EOS]`` delayed, so the first row of
     every segment is all -100. A segment that is not trained is all -100.
@@ -29,18 +30,29 @@ from dataclasses import dataclass
 
 import torch
 
+from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.delay_pattern import IGNORE_INDEX, delay_segment_input, delay_segment_labels
 from higgs_ds.data.render import RenderedSample, SpecialTokens
 
 
 @dataclass(frozen=True)
 class CollatorConfig:
-    num_codebooks: int = 8
+    num_codebooks: int
+    stream_bos: int
+    stream_eos: int
     pad_to_multiple_of: int = 8
 
     def __post_init__(self) -> None:
         if self.num_codebooks < 1 or self.pad_to_multiple_of < 1:
             raise ValueError(f"invalid collator config {self}")
+
+    @classmethod
+    def from_spec(cls, spec: AudioSpec, pad_to_multiple_of: int = 8) -> CollatorConfig:
+        return cls(spec.num_codebooks, spec.stream_bos, spec.stream_eos, pad_to_multiple_of)
+
+    @classmethod
+    def from_model_config(cls, mcfg, pad_to_multiple_of: int = 8) -> CollatorConfig:
+        return cls(mcfg.audio_num_codebooks, mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id, pad_to_multiple_of)
 
 
 def padded_length(length: int, multiple: int) -> int:
@@ -48,7 +60,7 @@ def padded_length(length: int, multiple: int) -> int:
 
 
 class Collator:
-    def __init__(self, special: SpecialTokens, cfg: CollatorConfig = CollatorConfig()) -> None:
+    def __init__(self, special: SpecialTokens, cfg: CollatorConfig) -> None:
         self.special = special
         self.cfg = cfg
 
@@ -69,9 +81,9 @@ class Collator:
             for segment in sample.segments:  # already in position order
                 if segment.codes.shape[0] != k:
                     raise ValueError(f"segment has {segment.codes.shape[0]} codebooks, collator expects {k}")
-                audio_ids.append(delay_segment_input(segment.codes).T)
+                audio_ids.append(delay_segment_input(segment.codes, self.cfg.stream_bos, self.cfg.stream_eos).T)
                 if segment.is_output:
-                    audio_labels.append(delay_segment_labels(segment.codes, segment.trained).T)
+                    audio_labels.append(delay_segment_labels(segment.codes, self.cfg.stream_eos, segment.trained).T)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,

@@ -1,6 +1,7 @@
-"""MusicGen-style delay pattern used by Higgs Audio v2 (reference notes §5).
+"""MusicGen-style delay pattern used by Higgs Audio v2.
 
-Codebook k is shifted right by k. An audio segment of T frames is wrapped as ``[BOS | codes | EOS]``
+Codebook k is shifted right by k. The stream BOS/EOS ids come from the data's `AudioSpec` (1024/1025 for
+1024-code codebooks). An audio segment of T frames is wrapped as ``[BOS | codes | EOS]``
 (T+2 columns) and delayed to T+K+1 columns: row k gets k leading BOS and K-1-k trailing EOS. Labels
 are ``[-100 | codes | EOS]`` under the same shift, so column 0 is never a target and each row's single
 EOS label tells that codebook where to stop. Example, K=4, T=2 (B=1024, E=1025, _=-100)::
@@ -10,7 +11,7 @@ EOS label tells that codebook where to stop. Example, K=4, T=2 (B=1024, E=1025, 
             B B B e f E E              _ _ _ e f E _
             B B B B g h E              _ _ _ _ g h E
 
-The generation code reuses :func:`revert_delay_pattern` / :func:`codes_from_delayed_segment`.
+The generation code reuses :func:`revert_delay_pattern` / :func:`strip_delayed_segment`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from __future__ import annotations
 import torch
 
 from higgs_ds.constants import IGNORE_INDEX  # noqa: F401 (re-exported)
-
-AUDIO_STREAM_BOS = 1024
-AUDIO_STREAM_EOS = 1025
 
 
 def build_delay_pattern(codes: torch.Tensor, bos: int, pad: int) -> torch.Tensor:
@@ -46,15 +44,15 @@ def revert_delay_pattern(delayed: torch.Tensor) -> torch.Tensor:
     return torch.stack([delayed[k, k : k + length] for k in range(num_codebooks)])
 
 
-def delay_segment_input(codes: torch.Tensor) -> torch.Tensor:
+def delay_segment_input(codes: torch.Tensor, bos: int, eos: int) -> torch.Tensor:
     """Model input for one audio segment: codes [K, T] -> [K, T+K+1] (``[BOS|codes|EOS]`` delayed)."""
     num_codebooks = codes.shape[0]
-    bos = codes.new_full((num_codebooks, 1), AUDIO_STREAM_BOS)
-    eos = codes.new_full((num_codebooks, 1), AUDIO_STREAM_EOS)
-    return build_delay_pattern(torch.cat([bos, codes, eos], dim=1), bos=AUDIO_STREAM_BOS, pad=AUDIO_STREAM_EOS)
+    bos_col = codes.new_full((num_codebooks, 1), bos)
+    eos_col = codes.new_full((num_codebooks, 1), eos)
+    return build_delay_pattern(torch.cat([bos_col, codes, eos_col], dim=1), bos=bos, pad=eos)
 
 
-def delay_segment_labels(codes: torch.Tensor, trained: bool = True) -> torch.Tensor:
+def delay_segment_labels(codes: torch.Tensor, eos: int, trained: bool = True) -> torch.Tensor:
     """Audio labels for one audio-out segment: [K, T] -> [K, T+K+1] (``[-100|codes|EOS]`` delayed).
 
     An untrained segment (e.g. a voice-cloning reference) is all -100 but keeps its shape, so rows
@@ -63,12 +61,13 @@ def delay_segment_labels(codes: torch.Tensor, trained: bool = True) -> torch.Ten
     if not trained:
         return codes.new_full((num_codebooks, frames + num_codebooks + 1), IGNORE_INDEX)
     ignore = codes.new_full((num_codebooks, 1), IGNORE_INDEX)
-    eos = codes.new_full((num_codebooks, 1), AUDIO_STREAM_EOS)
-    return build_delay_pattern(torch.cat([ignore, codes, eos], dim=1), bos=IGNORE_INDEX, pad=IGNORE_INDEX)
+    eos_col = codes.new_full((num_codebooks, 1), eos)
+    return build_delay_pattern(torch.cat([ignore, codes, eos_col], dim=1), bos=IGNORE_INDEX, pad=IGNORE_INDEX)
 
 
-def codes_from_delayed_segment(delayed: torch.Tensor) -> torch.Tensor:
-    """Generated/delayed segment [K, T+K+1] -> codec codes [K, T] (drops the BOS and EOS columns)."""
+def strip_delayed_segment(delayed: torch.Tensor) -> torch.Tensor:
+    """A complete delayed segment [K, T+K+1] -> codec codes [K, T] (delay reverted, BOS and EOS columns
+    dropped). For a generated segment that may be unfinished, see `higgs_ds.inference.delay`."""
     return revert_delay_pattern(delayed)[:, 1:-1]
 
 

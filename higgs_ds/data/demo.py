@@ -2,16 +2,17 @@
 DAC codes -> shards, built by the same builder as real data, plus a demo tokenizer.
 
 Provenance: ``demo/sentences_ar.txt`` was written for this project (MSA, some fully diacritised; the
-first two lines come from the seed document). Speech is Debian's ``espeak-ng`` Arabic voice with six
-pitch/speed/variant settings acting as speakers. The codec is a small DAC with seeded random weights
-(:func:`higgs_ds.data.codec.build_seeded_demo_dac`), because real DAC weights cannot be downloaded
-here: its codes are deterministic, but decoding them does not give back intelligible speech.
+first two lines are the two sentences of the analysis this project grew from). Speech is Debian's ``espeak-ng`` Arabic voice with six
+pitch/speed/variant settings acting as speakers. The codec is the small DAC shipped in ``demo/codec/``
+(:func:`shipped_demo_codec`), trained by ``scripts/train_demo_codec.py`` on espeak-ng speech of the
+non-eval sentences: it decodes espeak-ng Arabic intelligibly, and is a codec for that speech only.
 
 Every step is idempotent, so re-running finishes an interrupted build without redoing work.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import torch
+
+from higgs_ds.codec import CodecConfig
 from higgs_ds.data.builder import BuildConfig, build_shards
-from higgs_ds.data.codec import CodecConfig, build_seeded_demo_dac
 from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.data.text import normalize_arabic
 
@@ -62,6 +65,38 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.clone_fraction <= 1 or self.num_eval < 1 or self.samples_per_shard < 1:
             raise ValueError(f"invalid demo config {self}")
+
+
+def build_seeded_demo_dac(path: str | Path, seed: int = 0) -> Path:
+    """Write a small DAC with seeded random weights (1.8M parameters, 16 kHz, hop 640 = 25 frames/s, 8 x 1024
+    codebooks). Its codes are deterministic but carry no learned acoustics. Idempotent."""
+    import dac
+
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = dac.DAC(encoder_dim=16, encoder_rates=[2, 4, 8, 10], decoder_dim=64, decoder_rates=[10, 8, 4, 2],
+                    n_codebooks=8, codebook_size=1024, sample_rate=16000)
+    tmp = path.with_suffix(".tmp")
+    model.save(str(tmp), package=False)
+    tmp.rename(path)
+    return path
+
+
+SHIPPED_CODEC = "demo/codec/dac_demo.pth"  # written by scripts/train_demo_codec.py; checksum in <file>.sha256
+
+
+def shipped_demo_codec(path: str | Path | None = None) -> Path:
+    """The shipped demo codec's weights (default: the package's), checked against their ``.sha256`` file."""
+    path = Path(path) if path is not None else Path(str(resources.files("higgs_ds.data").joinpath(SHIPPED_CODEC)))
+    expected = path.with_name(path.name + ".sha256").read_text().split()[0]
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise ValueError(f"{path}: checksum {actual} does not match {expected} in {path.name}.sha256 (a damaged or "
+                         f"partial copy: restore it, or retrain with `make demo-codec`)")
+    return path
 
 
 def demo_sentences() -> list[str]:
@@ -115,10 +150,9 @@ def build_demo(cfg: DemoConfig = DemoConfig()) -> dict:
 
     rng = random.Random(cfg.seed)
     eval_ids = set(rng.sample([u["id"] for u in utts], cfg.num_eval))
-    codec_weights = build_seeded_demo_dac(out / "codec" / "dac_seeded_demo.pth", seed=cfg.seed)
-    log.warning("demo codec: a small DAC with seeded RANDOM weights (%s); its codes are deterministic but not "
-                "decodable to speech. Pass --codec-weights with real DAC weights for real data.", codec_weights)
-    codec = CodecConfig(kind="dac", weights=str(codec_weights), num_codebooks=8)
+    codec_weights = shipped_demo_codec()
+    log.info("demo codec: %s (a small DAC trained on espeak-ng Arabic speech only)", codec_weights)
+    codec = CodecConfig(path=str(codec_weights), kind="dac")
     index = {}
     for split in ("train", "eval"):
         rows = _manifest_rows([u for u in utts if (u["id"] in eval_ids) == (split == "eval")], cfg.clone_fraction, rng)
@@ -134,7 +168,7 @@ def build_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     summary = {
         "train": str(out / "train"), "eval": str(out / "eval"), "tokenizer": str(out / "tokenizer"),
         "codec_weights": str(codec_weights),
-        "codec_note": "small DAC with seeded random weights (demo only; pass --codec-weights for real DAC)",
+        "codec_note": "small DAC trained on espeak-ng Arabic speech only (pass --codec-path for a real codec)",
         "speakers": [s.__dict__ for s in DEMO_SPEAKERS], "vocab_size": len(tokenizer),
         "train_samples": index["train"]["num_samples"], "eval_samples": index["eval"]["num_samples"],
         "train_shards": len(index["train"]["shards"]), "train_frames": index["train"]["num_frames"],

@@ -1,6 +1,6 @@
 """Streaming, exactly resumable loader of model batches (the training loop's data API).
 
-    loader = build_loader(DataConfig(shards="data/demo/train"), tokenizer, rank, world_size)
+    loader = build_loader(LoaderConfig(shards="data/demo/train"), tokenizer, rank, world_size)
     loader.load_state_dict(saved)          # optional, before iterating
     for step, batch in zip(range(steps), loader):   # infinite: every rank stops at the same step
         ...
@@ -19,7 +19,7 @@ Guarantees:
   resume is at most one epoch of one worker's shard slice.
 * **Same topology.** The state is only valid for the same world size, worker count, seed and shard
   list; anything else raises :class:`DataStateMismatchError` with an explanation, unless
-  ``DataConfig.on_topology_change="restart_epoch"`` (then every worker restarts at the beginning of
+  ``LoaderConfig.on_topology_change="restart_epoch"`` (then every worker restarts at the beginning of
   the furthest saved epoch; samples of that epoch may repeat).
 """
 
@@ -29,19 +29,17 @@ import hashlib
 import json
 import logging
 import os
-import random
 import signal
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from higgs_ds.data.collate import Collator, CollatorConfig
 from higgs_ds.data.render import SpecialTokens
-from higgs_ds.data.shards import list_shards, load_index
-from higgs_ds.data.stream import StreamConfig, WorkerStream, bucket_batches
+from higgs_ds.data.shards import INDEX_NAME, index_spec, list_shards, load_index
+from higgs_ds.data.stream import StreamConfig, WorkerStream
 
 STATE_VERSION = 1
 log = logging.getLogger(__name__)
@@ -52,7 +50,7 @@ class DataStateMismatchError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class LoaderConfig:
     shards: str  # a split folder holding shard-*.tar and shards.json
     num_workers: int = 2  # DataLoader worker processes; 0 = load in the training process
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -89,19 +87,18 @@ class _RankStreams(IterableDataset):
     """What DataLoader workers run: DataLoader worker ``i`` plays logical worker ``(i + first) % W`` so a
     resumed loader continues the round-robin where the saved one stopped."""
 
-    def __init__(self, cfg: DataConfig, shards: list[str], expected_samples: dict[str, int], tokenizer, rank: int,
-                 world_size: int, positions: list[_WorkerPosition], first: int) -> None:
-        self.cfg, self.shards, self.expected_samples, self.tokenizer = cfg, shards, expected_samples, tokenizer
+    def __init__(self, cfg: LoaderConfig, spec, shards: list[str], expected_samples: dict[str, int], tokenizer,
+                 rank: int, world_size: int, positions: list[_WorkerPosition], first: int) -> None:
+        self.cfg, self.spec, self.shards, self.expected_samples = cfg, spec, shards, expected_samples
+        self.tokenizer = tokenizer
         self.rank, self.world_size, self.positions, self.first = rank, world_size, positions, first
 
     def __iter__(self):
         info = get_worker_info()
         num_streams = len(self.positions)
         worker = ((info.id if info else 0) + self.first) % num_streams
-        stream = WorkerStream(self.cfg.stream, self.shards, self.tokenizer, self.rank, self.world_size, worker,
-                              num_streams, self.expected_samples)
-        collate = Collator(stream.renderer.special, CollatorConfig(self.cfg.stream.num_codebooks,
-                                                                   self.cfg.stream.pad_to_multiple_of))
+        stream = WorkerStream(self.cfg.stream, self.spec, self.shards, self.tokenizer, self.rank, self.world_size,
+                              worker, num_streams, self.expected_samples)
         epoch, skip = self.positions[worker].epoch, self.positions[worker].batches_in_epoch
         while True:
             produced = 0
@@ -109,7 +106,7 @@ class _RankStreams(IterableDataset):
                 if produced <= skip:
                     stream.counters.take()  # these events were counted before the checkpoint
                     continue
-                batch = collate(samples)
+                batch = stream.collate(samples)
                 meta = {"worker": worker, "epoch": epoch, "batches_in_epoch": produced,
                         "real_tokens": sum(len(s) for s in samples), "slots": batch["input_ids"].numel(),
                         "audio_frames": sum(s.audio_frames for s in samples), **stream.counters.take()}
@@ -124,15 +121,13 @@ class StreamingLoader:
     """Iterable of contract batches (see :mod:`higgs_ds.data.collate`) with ``state_dict`` /
     ``load_state_dict`` and ``metrics``."""
 
-    def __init__(self, cfg: DataConfig, tokenizer, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, cfg: LoaderConfig, tokenizer, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         SpecialTokens.from_tokenizer(tokenizer)  # fail fast on a tokenizer without the Higgs tokens
         self.cfg, self.tokenizer, self.rank, self.world_size = cfg, tokenizer, rank, world_size
         index = load_index(cfg.shards)
-        if index["num_codebooks"] != cfg.stream.num_codebooks:
-            raise ValueError(f"{cfg.shards}: shards hold {index['num_codebooks']} codebooks, "
-                             f"config expects {cfg.stream.num_codebooks}")
+        self.spec = index_spec(index, f"{cfg.shards}/{INDEX_NAME}")  # what the codes mean, from the builder
         self.shards = list_shards(cfg.shards, index)
         self.expected_samples = {path: s["samples"] for path, s in zip(self.shards, index["shards"], strict=True)}
         self.fingerprint = hashlib.sha256(json.dumps(
@@ -146,12 +141,14 @@ class StreamingLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         first = self.batches_taken % self.num_streams
-        dataset = _RankStreams(self.cfg, self.shards, self.expected_samples, self.tokenizer, self.rank, self.world_size,
-                               [_WorkerPosition(**asdict(p)) for p in self.positions], first)
+        dataset = _RankStreams(self.cfg, self.spec, self.shards, self.expected_samples, self.tokenizer, self.rank,
+                               self.world_size, [_WorkerPosition(**asdict(p)) for p in self.positions], first)
         extra = {"prefetch_factor": self.cfg.prefetch_factor} if self.cfg.num_workers > 0 else {}
+        # An own generator: DataLoader draws its worker base seed from it, and from the global torch RNG
+        # otherwise, which would shift the training RNG (dropout) depending on when the loader starts.
         loader = DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers, collate_fn=_identity,
                             pin_memory=self.cfg.pin_memory, in_order=True, worker_init_fn=_exit_on_stop_signals,
-                            **extra)
+                            generator=torch.Generator(), **extra)
         for batch, meta in loader:
             expected = (self.batches_taken) % self.num_streams
             if meta["worker"] != expected:  # the round-robin order is what makes the state exact
@@ -209,39 +206,9 @@ class StreamingLoader:
                 "epoch": min(p.epoch for p in self.positions), "batches": self.batches_taken}
 
 
-def build_loader(cfg: DataConfig, tokenizer, rank: int = 0, world_size: int = 1,
+def build_loader(cfg: LoaderConfig, tokenizer, rank: int = 0, world_size: int = 1,
                  state: dict | None = None) -> StreamingLoader:
     loader = StreamingLoader(cfg, tokenizer, rank, world_size)
     if state is not None:
         loader.load_state_dict(state)
     return loader
-
-
-def build_eval_batches(cfg: DataConfig, tokenizer, rank: int = 0, world_size: int = 1) -> list[dict[str, torch.Tensor]]:
-    """A finite, unshuffled pass over a (small) eval split for one rank.
-
-    Every rank plans the same global batch list from the whole split and takes batches
-    ``rank::world_size``. Ranks that come up short get copies of their first batch with every label
-    set to -100, so all ranks run the same number of forwards (ZeRO-3 needs lockstep) while the
-    copies add nothing to loss sums or token counts."""
-    stream = WorkerStream(replace(cfg.stream, shuffle_buffer=1), list_shards(cfg.shards), tokenizer, rank=0,
-                          world_size=1, worker=0, num_workers=1)
-    samples = list(stream.rendered_samples(epoch=0))
-    skipped = {kind: n for kind, n in stream.counters.take().items() if n}
-    if skipped:
-        log.warning("eval split %s: %s (see the warnings above)", cfg.shards,
-                    ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in skipped.items()))
-    if len(samples) < world_size:
-        raise ValueError(f"{cfg.shards}: {len(samples)} eval samples cannot feed {world_size} ranks")
-    # floor, not ceil: ceil(n / floor(n / world)) >= world batches, so no rank is left without one.
-    plan_cfg = replace(stream.cfg, max_batch_size=min(stream.cfg.max_batch_size, len(samples) // world_size))
-    planned = bucket_batches(samples, plan_cfg, random.Random(f"{cfg.stream.seed}:eval"))
-    collate = Collator(stream.renderer.special, CollatorConfig(plan_cfg.num_codebooks, plan_cfg.pad_to_multiple_of))
-    mine = [collate(samples) for samples in planned[rank::world_size]]
-    per_rank = -(-len(planned) // world_size)
-    while len(mine) < per_rank:
-        filler = {k: v.clone() for k, v in mine[0].items()}
-        filler["labels"].fill_(-100)
-        filler["audio_labels"].fill_(-100)
-        mine.append(filler)
-    return mine

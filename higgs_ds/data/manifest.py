@@ -21,6 +21,7 @@ import soundfile
 from higgs_ds.data.text import normalize_arabic
 
 _KNOWN_FIELDS = {"id", "text", "audio", "codes", "speaker", "scene", "ref_audio", "ref_codes", "ref_text"}
+_PATH_FIELDS = ("audio", "codes", "ref_audio", "ref_codes")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
@@ -71,14 +72,21 @@ def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
         record = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadSampleError(where, None, "invalid_json", f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise BadSampleError(where, None, "invalid_json", "invalid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise BadSampleError(where, None, "invalid_json", "line is not a JSON object")
     sample_id = record.get("id")
-    if not isinstance(sample_id, str) or not sample_id.strip():
-        raise BadSampleError(where, None, "missing_id", "missing or empty 'id'")
+    if not isinstance(sample_id, str) or not sample_id.strip() or not _encodable(sample_id):
+        raise BadSampleError(where, None, "missing_id", "missing or empty 'id' (a non-empty UTF-8 string)")
     unknown = set(record) - _KNOWN_FIELDS
     if unknown:
         raise BadSampleError(where, sample_id, "unknown_field", f"unknown fields {sorted(unknown)}")
+    for name in _KNOWN_FIELDS - {"id"}:
+        value = record.get(name)
+        if value is not None and not (isinstance(value, str) and _encodable(value)):
+            raise BadSampleError(where, sample_id, "bad_type", f"'{name}' must be a UTF-8 string, got "
+                                 f"{type(value).__name__} {str(value)[:40]!r}")
     base = manifest.parent
     entry = ManifestEntry(
         id=sample_id, key=_KEY_UNSAFE.sub("_", sample_id), line=line, source=where,
@@ -98,11 +106,27 @@ def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
         raise entry.error("ref_mismatch", "reference audio/codes given without 'ref_text'")
     if entry.ref_text and not has_ref_source:
         raise entry.error("ref_mismatch", "'ref_text' given without 'ref_audio' or 'ref_codes'")
-    for field in ("audio", "codes", "ref_audio", "ref_codes"):
+    for field in _PATH_FIELDS:
         path = getattr(entry, field)
-        if path is not None and not Path(path).is_file():
-            raise entry.error("missing_file", f"'{field}' file not found: {path}")
+        if path is not None and not _is_file(path):
+            raise entry.error("missing_file", f"'{field}' file not found: {path[:300]}")
     return entry
+
+
+def _encodable(text: str) -> bool:
+    """False for strings JSON can hold but UTF-8 cannot (lone surrogates such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # name too long, NUL byte
+        return False
 
 
 def estimate_frames(entry: ManifestEntry, frame_rate: float) -> int:
@@ -121,6 +145,8 @@ def estimate_frames(entry: ManifestEntry, frame_rate: float) -> int:
                 info = soundfile.info(audio)
             except Exception as exc:  # soundfile.LibsndfileError, RuntimeError, ...
                 raise entry.error("unreadable_audio", f"unreadable '{audio_field}' {audio}: {exc}") from None
+            if info.frames <= 0:
+                raise entry.error("empty_audio", f"'{audio_field}' {audio} has no samples")
             total += int(info.frames / info.samplerate * frame_rate) + 1
     return total
 
@@ -130,11 +156,16 @@ def read_manifest(path: str | Path, skip_bad: bool) -> tuple[list[ManifestEntry]
     line raises). Duplicate ids (or ids that collide once made tar-safe) are bad samples."""
     path = Path(path)
     entries, rejects, keys = [], [], {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
+    with open(path, "rb") as f:
+        for line_no, raw_bytes in enumerate(f, start=1):
+            if not raw_bytes.strip():
                 continue
             try:
+                try:
+                    raw = raw_bytes.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise BadSampleError(f"{path.name}:{line_no}", None, "invalid_utf8",
+                                         f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
                 entry = parse_line(raw, line_no, path)
                 if entry.key in keys:
                     raise entry.error("duplicate_id", f"duplicate id (clashes with line {keys[entry.key]})")

@@ -1,4 +1,4 @@
-"""ChatML -> expanded token ids + text labels + audio segments (reference notes §6.2 and §8).
+"""ChatML -> expanded token ids + text labels + audio segments.
 
 Layout (Llama-3 headers, as Higgs Audio v2)::
 

@@ -1,12 +1,13 @@
 """Sample schema: what a shard stores (:class:`Utterance`) and the ChatML conversation it becomes.
 
-The ChatML types mirror Boson's ``boson_multimodal/data_types.py`` (reference notes §6.1), with audio
+The ChatML types mirror Boson's ``boson_multimodal/data_types.py``, with audio
 carried as codec codes ``[K, T]`` rather than a URL: shards store codes, never rendered token ids, so
 the tokenizer and the prompt layout can change without rebuilding shards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -80,12 +81,19 @@ class Utterance:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """How an :class:`Utterance` becomes a conversation (reference notes §8)."""
+    """How an :class:`Utterance` becomes a conversation (the Higgs Audio v2 TTS prompt layout)."""
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     use_scene: bool = True  # add the <|scene_desc_start|>…<|scene_desc_end|> block when a scene is given
     train_reference_audio: bool = False  # also train on the voice-cloning reference turn
     text: ArabicTextConfig = ArabicTextConfig()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PromptConfig:
+        return cls(**{**d, "text": ArabicTextConfig(**d.get("text", {}))})
 
 
 def system_message(prompt: PromptConfig, scene: str | None) -> Message:

@@ -7,7 +7,8 @@ Each sample is a group of members sharing a key (the sample id made tar-safe)::
     {key}.json           UTF-8 JSON: id, text, speaker, scene, ref_text, frames, ref_frames
 
 Codes, not token ids, are stored, so the tokenizer and prompt layout can change without a rebuild.
-A split folder holds ``shard-000000.tar``… plus ``shards.json`` (the index written by the builder).
+A split folder holds ``shard-000000.tar``… plus ``shards.json``, the index written by the builder; its
+``audio_spec`` says what the codes mean (:mod:`higgs_ds.audio_spec`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.schema import Utterance
 
 INDEX_NAME = "shards.json"
@@ -54,16 +56,17 @@ def utterance_to_tar_sample(key: str, utt: Utterance) -> dict:
     return sample
 
 
-def tar_sample_to_utterance(sample: dict, num_codebooks: int, codebook_size: int = 1024) -> Utterance:
+def tar_sample_to_utterance(sample: dict, spec: AudioSpec) -> Utterance:
     """Decode one raw webdataset sample (member bytes by extension). Raises ValueError naming the sample."""
     where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     if "json" not in sample or "codes.npy" not in sample:
         raise ValueError(f"{where}: missing members (has {sorted(k for k in sample if not k.startswith('__'))})")
     meta = json.loads(sample["json"])
-    codes = validate_codes(np.load(io.BytesIO(sample["codes.npy"])), num_codebooks, codebook_size, where)
+    k, size = spec.num_codebooks, spec.codebook_size
+    codes = validate_codes(np.load(io.BytesIO(sample["codes.npy"]), allow_pickle=False), k, size, where)
     ref_codes = None
     if "ref_codes.npy" in sample:
-        ref_codes = validate_codes(np.load(io.BytesIO(sample["ref_codes.npy"])), num_codebooks, codebook_size,
+        ref_codes = validate_codes(np.load(io.BytesIO(sample["ref_codes.npy"]), allow_pickle=False), k, size,
                                    f"{where} (ref)")
     if not meta.get("text"):
         raise ValueError(f"{where}: empty text")
@@ -100,6 +103,18 @@ def load_index(split_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: build shards with `python launch/prepare_data.py`")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def index_spec(index: dict, where: str) -> AudioSpec:
+    """The audio spec of a split's index (``where`` names it in errors)."""
+    if "audio_spec" not in index:
+        raise ValueError(f"{where} has no audio_spec: it was built by an older higgs-ds; rebuild it with "
+                         f"`python launch/prepare_data.py build` (the codes need not change)")
+    return AudioSpec.from_dict(index["audio_spec"], where)
+
+
+def load_spec(split_dir: str | Path) -> AudioSpec:
+    return index_spec(load_index(split_dir), str(Path(split_dir) / INDEX_NAME))
 
 
 def list_shards(split_dir: str | Path, index: dict | None = None) -> list[str]:

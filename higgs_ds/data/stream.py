@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import webdataset as wds
 
-from higgs_ds.data.collate import padded_length
+from higgs_ds.audio_spec import AudioSpec
+from higgs_ds.data.collate import Collator, CollatorConfig, padded_length
 from higgs_ds.data.render import ChatMLRenderer, RenderedSample
 from higgs_ds.data.schema import PromptConfig, utterance_to_chatml
 from higgs_ds.data.shards import iter_tar_samples, tar_sample_to_utterance
@@ -42,8 +43,6 @@ class StreamConfig:
     max_batch_size: int = 64
     max_seq_len: int = 4096  # longer samples are skipped and counted
     pad_to_multiple_of: int = 8
-    num_codebooks: int = 8
-    codebook_size: int = 1024
     strict: bool = False  # corrupt shards and undecodable samples raise instead of being skipped
     warn_every: int = 100  # rate limit: warn on the 1st, then every n-th event of a kind
     prompt: PromptConfig = PromptConfig()
@@ -57,6 +56,10 @@ class StreamConfig:
             raise ValueError(f"max_seq_len {self.max_seq_len} must be a multiple of {self.pad_to_multiple_of}")
 
 
+class CorruptShardError(RuntimeError):
+    """A shard that cannot be read (or holds fewer samples than shards.json says), under strict mode."""
+
+
 @dataclass
 class StreamCounters:
     """Events since the last reset; the loader sums them into its metrics."""
@@ -65,11 +68,17 @@ class StreamCounters:
     bad_samples: int = 0
     too_long_samples: int = 0
     _seen: dict = field(default_factory=dict)  # lifetime counts per kind, for rate limiting only
+    _warned: set = field(default_factory=set)  # shards already warned about
 
-    def record(self, kind: str, message: str, every: int) -> None:
+    def record(self, kind: str, message: str, every: int, shard: str | None = None) -> None:
+        """Count an event; warn on the first of each shard, else on the 1st and every n-th of its kind."""
         setattr(self, kind, getattr(self, kind) + 1)
         seen = self._seen[kind] = self._seen.get(kind, 0) + 1
-        if seen == 1 or seen % every == 0:
+        if shard is not None:
+            if shard not in self._warned:
+                self._warned.add(shard)
+                log.warning("%s (%s #%d; later failures of this shard are counted, not warned)", message, kind, seen)
+        elif seen == 1 or seen % every == 0:
             log.warning("%s (%s #%d)", message, kind, seen)
 
     def take(self) -> dict[str, int]:
@@ -107,23 +116,28 @@ def bucket_batches(samples: list[RenderedSample], cfg: StreamConfig, rng: random
 
 
 class WorkerStream:
-    def __init__(self, cfg: StreamConfig, shards: list[str], tokenizer, rank: int, world_size: int, worker: int,
-                 num_workers: int, expected_samples: dict[str, int] | None = None) -> None:
-        self.cfg, self.shards = cfg, shards
+    def __init__(self, cfg: StreamConfig, spec: AudioSpec, shards: list[str], tokenizer, rank: int, world_size: int,
+                 worker: int, num_workers: int, expected_samples: dict[str, int] | None = None) -> None:
+        self.cfg, self.spec, self.shards = cfg, spec, shards
         self.expected_samples = expected_samples or {}  # from shards.json: catches silently truncated tars
-        self._shard_failed = False
+        self._shard, self._shard_failed = "", False
         self.rank, self.world_size, self.worker, self.num_workers = rank, world_size, worker, num_workers
-        self.renderer = ChatMLRenderer(tokenizer, cfg.num_codebooks)
+        self.renderer = ChatMLRenderer(tokenizer, spec.num_codebooks)
+        self.collate = Collator(self.renderer.special, CollatorConfig.from_spec(spec, cfg.pad_to_multiple_of))
         self.counters = StreamCounters()
 
     def _rng(self, epoch: int, purpose: str) -> random.Random:
         return random.Random(f"{self.cfg.seed}:{purpose}:{epoch}:{self.rank}:{self.worker}")
 
     def _skip_shard_error(self, exc: Exception) -> bool:
-        """webdataset handler for open/truncation errors: count, warn (rate-limited), go on."""
+        """webdataset handler for open/truncation errors: count, warn (once per shard), go on."""
         self._shard_failed = True
-        self.counters.record("corrupt_shards", f"skipping unreadable shard data: {exc}", self.cfg.warn_every)
+        self.counters.record("corrupt_shards", f"skipping the rest of unreadable shard {self._shard}: {exc}",
+                             self.cfg.warn_every, shard=self._shard)
         return True
+
+    def _raise_shard_error(self, exc: Exception) -> bool:
+        raise CorruptShardError(f"{self._shard}: {exc} (data.stream.strict=true)") from exc
 
     def _check_count(self, shard: str, read: int) -> None:
         # tarfile ends quietly when a file is cut at a member boundary; the index count catches that.
@@ -132,15 +146,15 @@ class WorkerStream:
             return
         message = f"{shard}: read {read} samples, shards.json says {expected} (truncated or replaced shard)"
         if self.cfg.strict:
-            raise RuntimeError(message)
-        self.counters.record("corrupt_shards", message, self.cfg.warn_every)
+            raise CorruptShardError(message)
+        self.counters.record("corrupt_shards", message, self.cfg.warn_every, shard=shard)
 
     def raw_samples(self, epoch: int) -> Iterator[dict]:
         shards, stride, offset = assign_shards(self.shards, self.cfg.seed, epoch, self.rank, self.world_size,
                                                self.worker, self.num_workers)
         for shard in shards:
-            handler = wds.reraise_exception if self.cfg.strict else self._skip_shard_error
-            self._shard_failed, read = False, 0
+            handler = self._raise_shard_error if self.cfg.strict else self._skip_shard_error
+            self._shard, self._shard_failed, read = shard, False, 0
             for sample in iter_tar_samples(shard, handler=handler):
                 if read % stride == offset:
                     yield sample
@@ -152,7 +166,7 @@ class WorkerStream:
                                         initial=self.cfg.shuffle_buffer, rng=self._rng(epoch, "samples"))
         for raw in shuffled:
             try:
-                utt = tar_sample_to_utterance(raw, self.cfg.num_codebooks, self.cfg.codebook_size)
+                utt = tar_sample_to_utterance(raw, self.spec)
                 rendered = self.renderer(utterance_to_chatml(utt, self.cfg.prompt))
             except Exception as exc:  # any decoding/rendering failure is a bad sample
                 if self.cfg.strict:

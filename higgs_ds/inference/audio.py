@@ -8,16 +8,12 @@ import numpy as np
 import soundfile
 import torch
 
-from higgs_ds.data.codec import AudioCodec
+from higgs_ds.codec import AudioCodec
 
 
 def decode_codes(codec: AudioCodec, codes: torch.Tensor) -> torch.Tensor:
-    """Codes [K, T] -> mono float waveform [samples] (empty for T = 0)."""
-    if codes.shape[0] != codec.num_codebooks:
-        raise ValueError(f"codes have {codes.shape[0]} codebooks, the codec {codec.name} has {codec.num_codebooks}")
-    if codes.shape[1] == 0:
-        return torch.zeros(0)
-    return codec.decode(codes.long())
+    """Codes [K, T] -> mono float waveform [samples] on the CPU (empty for T = 0)."""
+    return codec.decode(torch.as_tensor(codes).long())
 
 
 def write_wav(path: str | Path, wav: torch.Tensor, sample_rate: int) -> Path:

@@ -1,4 +1,4 @@
-"""`GenerationConfig`: the decoding knobs, with Higgs Audio v2's inference defaults (reference notes §8)."""
+"""`GenerationConfig`: the decoding knobs, with Higgs Audio v2's inference defaults."""
 
 from __future__ import annotations
 

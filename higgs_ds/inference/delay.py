@@ -1,6 +1,6 @@
 """The delay-pattern state machine of Higgs Audio v2 decoding (Boson's `_sample_audio_tokens`).
 
-A generated segment is the delayed ``[BOS | codes | EOS]`` of the training data (reference notes §5),
+A generated segment is the delayed ``[BOS | codes | EOS]`` of the training data,
 built one column at a time:
 
 - column 0 is all stream-BOS; it is part of the prompt, never sampled;
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from higgs_ds.data.delay_pattern import codes_from_delayed_segment, revert_delay_pattern
+from higgs_ds.data.delay_pattern import revert_delay_pattern, strip_delayed_segment
 
 
 class DelayPatternState:
@@ -72,7 +72,7 @@ class DelayPatternState:
         return [stacked[b, :, : int(self.length[b])] for b in range(stacked.shape[0])]
 
 
-def codes_from_segment(delayed: torch.Tensor, finished: bool, codebook_size: int) -> torch.Tensor:
+def codes_from_generated_segment(delayed: torch.Tensor, finished: bool, codebook_size: int) -> torch.Tensor:
     """Delayed segment [K, L] -> codec codes [K, T], clipped to [0, codebook_size).
 
     A finished segment drops its BOS and EOS frames (upstream's ``[:, 1:-1]``). An unfinished one
@@ -82,5 +82,5 @@ def codes_from_segment(delayed: torch.Tensor, finished: bool, codebook_size: int
     if length < k:
         return delayed.new_zeros((k, 0))
     if finished:
-        return codes_from_delayed_segment(delayed).clip(0, codebook_size - 1)
+        return strip_delayed_segment(delayed).clip(0, codebook_size - 1)
     return revert_delay_pattern(delayed).clip(0, codebook_size - 1)[:, 1:]

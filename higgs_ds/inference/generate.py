@@ -22,7 +22,7 @@ from transformers import DynamicCache
 from higgs_ds.data.render import ChatMLRenderer
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.inference.config import GenerationConfig
-from higgs_ds.inference.delay import DelayPatternState, codes_from_segment
+from higgs_ds.inference.delay import DelayPatternState, codes_from_generated_segment
 from higgs_ds.inference.prompt import TTSRequest, build_prompt, left_pad
 from higgs_ds.inference.sampling import select_tokens
 
@@ -84,7 +84,8 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
     delayed = state.segments()
     finished = state.finished.tolist()
-    codes = [codes_from_segment(d, f, mcfg.audio_codebook_size).cpu() for d, f in zip(delayed, finished, strict=True)]
+    codes = [codes_from_generated_segment(d, f, mcfg.audio_codebook_size).cpu()
+             for d, f in zip(delayed, finished, strict=True)]
     return GenerationResult([d.cpu() for d in delayed], codes, finished, steps)
 
 
@@ -95,5 +96,7 @@ def generate(model, renderer: ChatMLRenderer, requests: list[TTSRequest], cfg: G
     if not requests:
         raise ValueError("generate() needs at least one request")
     cfg = cfg or GenerationConfig()
-    batch = left_pad([build_prompt(renderer, r, prompt) for r in requests], renderer.special.pad)
+    mcfg = model.config
+    prompts = [build_prompt(renderer, r, mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id, prompt) for r in requests]
+    batch = left_pad(prompts, renderer.special.pad)
     return generate_from_ids(model, batch["input_ids"], batch["attention_mask"], batch["audio_ids"], cfg, sync_ranks)

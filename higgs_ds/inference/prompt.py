@@ -1,4 +1,4 @@
-"""TTS prompts, rendered exactly as in training (reference notes §8), then opened for generation.
+"""TTS prompts, rendered exactly as in training, then opened for generation.
 
 A request becomes the same ChatML conversation the training data uses (`utterance_to_chatml`: system
 prompt with the optional scene block, optional voice-cloning reference turn, user text, assistant
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from higgs_ds.data.delay_pattern import AUDIO_STREAM_BOS, delay_segment_input
+from higgs_ds.data.delay_pattern import delay_segment_input
 from higgs_ds.data.render import ChatMLRenderer
 from higgs_ds.data.schema import PromptConfig, Utterance, utterance_to_chatml
 
@@ -47,8 +47,10 @@ class PromptIds:
     audio_ids: torch.Tensor  # [N_audio, K]: prompt audio (delayed) + the all-BOS column
 
 
-def build_prompt(renderer: ChatMLRenderer, request: TTSRequest, prompt: PromptConfig | None = None) -> PromptIds:
-    """`prompt` must be the PromptConfig the model was trained with (default: `PromptConfig()`)."""
+def build_prompt(renderer: ChatMLRenderer, request: TTSRequest, stream_bos: int, stream_eos: int,
+                 prompt: PromptConfig | None = None) -> PromptIds:
+    """`prompt` must be the PromptConfig the model was trained with (default: `PromptConfig()`); the stream
+    ids are the model's (``audio_stream_bos_id`` / ``audio_stream_eos_id``)."""
     prompt = prompt or PromptConfig()
     k = renderer.num_codebooks
     empty = np.zeros((k, 0), dtype=np.int64)
@@ -57,8 +59,9 @@ def build_prompt(renderer: ChatMLRenderer, request: TTSRequest, prompt: PromptCo
     rendered = renderer(utterance_to_chatml(utt, prompt))
     audio_out_bos = renderer.special.audio_out_bos
     cut = len(rendered.input_ids) - 1 - rendered.input_ids[::-1].index(audio_out_bos)
-    audio = [delay_segment_input(s.codes).T for s in rendered.segments[:-1]]  # the target is the last segment
-    audio.append(torch.full((1, k), AUDIO_STREAM_BOS, dtype=torch.long))
+    # the target is the last segment; its first column (all BOS) is forced, so the prompt ends with it
+    audio = [delay_segment_input(s.codes, stream_bos, stream_eos).T for s in rendered.segments[:-1]]
+    audio.append(torch.full((1, k), stream_bos, dtype=torch.long))
     return PromptIds(rendered.input_ids[: cut + 1] + [renderer.special.audio_out], torch.cat(audio))
 
 

@@ -19,7 +19,8 @@ from huggingface_hub import save_torch_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file as _load_file
 
-from higgs_ds.model.config import HiggsAudioConfig
+from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER, AudioSpec, read_spec
+from higgs_ds.model.config import HiggsAudioConfig, token_ids_from_tokenizer
 from higgs_ds.model.modeling import HiggsAudioModel
 
 log = logging.getLogger(__name__)
@@ -150,72 +151,83 @@ def llama_to_ours(sd: dict[str, torch.Tensor], config: HiggsAudioConfig) -> dict
 
 
 # ---- loading ---------------------------------------------------------------------------------
-def config_from_checkpoint(directory: str | Path, **llama_overrides) -> HiggsAudioConfig:
+def config_from_checkpoint(directory: str | Path, token_ids: dict[str, int] | None = None) -> HiggsAudioConfig:
+    """The model config of a checkpoint. `token_ids` (a tokenizer's, see `token_ids_from_tokenizer`) give the
+    special-token ids a plain Llama or a transformers-port config.json does not hold."""
     cfg = read_config(directory)
     layout = detect_layout(cfg)
     if layout == "llama":
         from transformers import LlamaConfig
 
+        if token_ids is None:
+            raise ValueError(f"{directory} is a plain Llama checkpoint: its tokenizer must supply the Higgs Audio "
+                             f"special-token ids")
         cfg.pop("model_type", None)
-        return HiggsAudioConfig(text_config=LlamaConfig(**cfg), **llama_overrides)
-    return HiggsAudioConfig.from_dict(cfg)
+        return HiggsAudioConfig(text_config=LlamaConfig(**cfg), **token_ids)
+    return HiggsAudioConfig.from_dict(cfg, token_ids)
 
 
-def load_weights(model: HiggsAudioModel, directory: str | Path, strict: bool = True) -> str:
-    """Load a checkpoint of any supported layout into `model`; returns the layout name.
+def tokenizer_ids_in(directory: str | Path) -> dict[str, int] | None:
+    """Special-token ids of the tokenizer saved next to a checkpoint, or None when there is none."""
+    d = Path(directory)
+    if not ((d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file()):
+        return None
+    from transformers import AutoTokenizer
 
-    Works on a ZeRO-3-partitioned model as well: each parameter is gathered, filled on rank 0,
-    and re-partitioned (the pattern transformers uses for `from_pretrained` under ZeRO-3).
-    """
-    import torch.distributed as dist
+    return token_ids_from_tokenizer(AutoTokenizer.from_pretrained(str(d)))
 
+
+def checkpoint_audio_spec(directory: str | Path) -> AudioSpec | None:
+    """What the checkpoint's audio side was trained on: its ``audio_spec.json`` (written by higgs-ds); for a
+    Higgs Audio v2 checkpoint without one (the released models), the Higgs Audio v2 tokenizer's codes; None
+    for a plain Llama (no audio side yet)."""
+    spec = read_spec(directory)
+    if spec is not None or detect_layout(read_config(directory)) == "llama":
+        return spec
+    return HIGGS_V2_TOKENIZER
+
+
+def checkpoint_state_dict(directory: str | Path, config: HiggsAudioConfig,
+                          shapes: dict[str, tuple[int, ...]], meta: bool = False) -> tuple[dict, str]:
+    """A checkpoint of any supported layout, renamed to our names and checked against `shapes` (the model's
+    full parameter shapes): (state dict, layout). `meta=True` reads names and shapes only. Raises naming
+    the directory and the missing, unexpected or mis-shaped tensors."""
     layout = detect_layout(read_config(directory))
-    zero3 = any(hasattr(p, "ds_id") for p in model.parameters())
-    filler = not zero3 or not dist.is_initialized() or dist.get_rank() == 0  # only rank 0 copies under ZeRO-3
-    raw = read_state_dict(directory, meta=not filler)
-    sd = {"boson": boson_to_ours, "hf": hf_to_ours}.get(layout, lambda s: llama_to_ours(s, model.config))(raw)
-    expected = dict(model.named_parameters())
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if layout == "llama":
-        fresh = ("audio_codebook_embeddings.weight", "audio_decoder_proj.audio_lm_head.weight")
-        missing = [k for k in missing if k not in fresh]
-    if strict and (missing or unexpected):
+    raw = read_state_dict(directory, meta=meta)
+    sd = {"boson": boson_to_ours, "hf": hf_to_ours}.get(layout, lambda s: llama_to_ours(s, config))(raw)
+    missing = sorted(set(shapes) - set(sd))
+    unexpected = sorted(set(sd) - set(shapes))
+    if layout == "llama":  # a plain Llama has no audio embeddings or head yet: they keep their fresh init
+        missing = [k for k in missing if k not in ("audio_codebook_embeddings.weight",
+                                                   "audio_decoder_proj.audio_lm_head.weight")]
+    if missing or unexpected:
         raise KeyError(f"{directory} ({layout} layout) does not match the model: "
                        f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
                        f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
-    _copy_into(expected, sd, directory)
+    for name, t in sd.items():
+        if tuple(t.shape) != tuple(shapes[name]):
+            raise ValueError(f"{directory}: {name} has shape {tuple(t.shape)}, the model expects {shapes[name]}")
+    return sd, layout
+
+
+def load_weights(model: HiggsAudioModel, directory: str | Path) -> str:
+    """Load a checkpoint of any supported layout into an unsharded `model`; returns the layout name.
+    (A ZeRO-3-partitioned model is filled by `higgs_ds.train.parallelize`.)"""
+    params = dict(model.named_parameters())
+    sd, layout = checkpoint_state_dict(directory, model.config, {n: tuple(p.shape) for n, p in params.items()})
+    with torch.no_grad():
+        for name, t in sd.items():
+            params[name].copy_(t)
     return layout
 
 
-def _copy_into(params: dict[str, torch.nn.Parameter], sd: dict[str, torch.Tensor], source) -> None:
-    """Copy checked tensors into the parameters; under ZeRO-3 each parameter is gathered, filled by
-    rank 0 (the only rank holding real tensors) and re-partitioned."""
-    import torch.distributed as dist
-
-    zero3 = any(hasattr(p, "ds_id") for p in params.values())
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    for name, p in params.items():
-        if name not in sd:
-            continue
-        t = sd[name]
-        full_shape = tuple(p.ds_shape) if zero3 and hasattr(p, "ds_shape") else tuple(p.shape)
-        if tuple(t.shape) != full_shape:
-            raise ValueError(f"{source}: {name} has shape {tuple(t.shape)}, the model expects {full_shape}")
-        if zero3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
-                if rank == 0:
-                    p.data.copy_(t)
-        else:
-            with torch.no_grad():
-                p.copy_(t)
-
-
-def from_pretrained(directory: str | Path, dtype: torch.dtype = torch.float32) -> HiggsAudioModel:
-    """Build a model from a local checkpoint directory of any supported layout."""
-    model = HiggsAudioModel(config_from_checkpoint(directory)).to(dtype)
+def from_pretrained(directory: str | Path, dtype: torch.dtype = torch.float32,
+                    token_ids: dict[str, int] | None = None) -> HiggsAudioModel:
+    """Build a model from a local checkpoint directory of any supported layout (special-token ids that
+    the config lacks come from `token_ids` or the tokenizer saved in the directory)."""
+    if token_ids is None and detect_layout(read_config(directory)) != "boson":
+        token_ids = tokenizer_ids_in(directory)
+    model = HiggsAudioModel(config_from_checkpoint(directory, token_ids)).to(dtype)
     load_weights(model, directory)
     return model
 

@@ -14,7 +14,34 @@ from typing import Any
 
 from transformers import LlamaConfig
 
+from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER as _RELEASED_CODES
+
 ADAPTER_TYPES = ("dual_ffn", "dual_ffn_fast_forward")
+
+# config field -> the special token whose id it holds (the tokenizer is the authority on these ids)
+TOKEN_FIELDS = {
+    "audio_in_token_idx": "<|AUDIO|>",
+    "audio_out_token_idx": "<|AUDIO_OUT|>",
+    "audio_out_bos_token_id": "<|audio_out_bos|>",
+    "audio_eos_token_id": "<|audio_eos|>",
+    "pad_token_id": "<|end_of_text|>",
+}
+# Ids the transformers port's config.json does not carry (it has one placeholder for all audio).
+_PORT_MISSING_IDS = ("audio_in_token_idx", "audio_eos_token_id")
+# transformers-port config field -> ours (codebook_size differs by the two stream ids: handled apart)
+_PORT_FIELDS = {"num_codebooks": "audio_num_codebooks", "audio_stream_bos_id": "audio_stream_bos_id",
+                "audio_stream_eos_id": "audio_stream_eos_id", "audio_token_id": "audio_out_token_idx",
+                "audio_bos_token_id": "audio_out_bos_token_id", "pad_token_id": "pad_token_id"}
+
+
+def token_ids_from_tokenizer(tokenizer) -> dict[str, int]:
+    """The config's token-id fields as a tokenizer maps them; raises naming the tokens it lacks."""
+    ids = {field: tokenizer.convert_tokens_to_ids(tok) for field, tok in TOKEN_FIELDS.items()}
+    missing = [TOKEN_FIELDS[f] for f, i in ids.items() if i is None or i == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} lacks the Higgs Audio special "
+                         f"tokens {missing}")
+    return ids
 
 # Boson config fields we read; everything else in their config.json (Whisper encoder config, rq
 # transformer knobs, ...) is kept verbatim in `extra` and written back on export.
@@ -29,10 +56,11 @@ _BOSON_FIELDS = (
 @dataclass
 class HiggsAudioConfig:
     text_config: LlamaConfig
-    audio_num_codebooks: int = 8
-    audio_codebook_size: int = 1024
-    audio_stream_bos_id: int = 1024
-    audio_stream_eos_id: int = 1025
+    # Defaults: the released checkpoints' codes (their config.json may omit these fields).
+    audio_num_codebooks: int = _RELEASED_CODES.num_codebooks
+    audio_codebook_size: int = _RELEASED_CODES.codebook_size
+    audio_stream_bos_id: int = _RELEASED_CODES.stream_bos
+    audio_stream_eos_id: int = _RELEASED_CODES.stream_eos
     audio_adapter_type: str = "dual_ffn_fast_forward"
     audio_dual_ffn_layers: list[int] | None = None  # None: every layer is DualFFN
     audio_in_token_idx: int = 128015  # <|AUDIO|>: one position per input (reference) audio frame
@@ -132,28 +160,28 @@ class HiggsAudioConfig:
         )
 
     @classmethod
-    def from_hf_port_dict(cls, d: dict[str, Any], **overrides) -> HiggsAudioConfig:
+    def from_hf_port_dict(cls, d: dict[str, Any], token_ids: dict[str, int] | None = None) -> HiggsAudioConfig:
+        """`token_ids` (from the checkpoint's tokenizer) supply the ids the port's config.json lacks."""
+        missing = [k for k in _PORT_MISSING_IDS if k not in d and k not in (token_ids or {})]
+        if missing:
+            raise ValueError(f"this transformers-layout config.json has no {' / '.join(missing)} (the port does "
+                             f"not write them): load it together with its tokenizer (the ids of <|AUDIO|> and "
+                             f"<|audio_eos|>), or add {missing} to config.json")
+        ids = {k: d[k] if k in d else token_ids[k] for k in _PORT_MISSING_IDS}
         llama_keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                       "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
                       "rms_norm_eps", "rope_parameters", "hidden_act")
         text = LlamaConfig(**{k: d[k] for k in llama_keys if k in d}, tie_word_embeddings=False)
-        return cls(
-            text_config=text, audio_num_codebooks=d.get("num_codebooks", 8),
-            audio_codebook_size=d.get("codebook_size", 1026) - 2,
-            audio_stream_bos_id=d.get("audio_stream_bos_id", 1024),
-            audio_stream_eos_id=d.get("audio_stream_eos_id", 1025),
-            audio_out_token_idx=d.get("audio_token_id", 128016),
-            audio_out_bos_token_id=d.get("audio_bos_token_id", 128013),
-            audio_in_token_idx=d.get("audio_in_token_idx", 128015),
-            audio_eos_token_id=d.get("audio_eos_token_id", 128012),
-            pad_token_id=d.get("pad_token_id", 128001), **overrides,
-        )
+        ours = {ours: d[port] for port, ours in _PORT_FIELDS.items() if port in d}  # absent: our defaults
+        if "codebook_size" in d:
+            ours["audio_codebook_size"] = d["codebook_size"] - 2  # the port counts stream BOS/EOS as codes
+        return cls(text_config=text, **ours, **ids)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HiggsAudioConfig:
-        """Read either layout's config.json."""
+    def from_dict(cls, d: dict[str, Any], token_ids: dict[str, int] | None = None) -> HiggsAudioConfig:
+        """Read either layout's config.json (`token_ids`: see `from_hf_port_dict`)."""
         if d.get("model_type") == "higgs_audio_v2":
-            return cls.from_hf_port_dict(d)
+            return cls.from_hf_port_dict(d, token_ids)
         return cls.from_boson_dict(d)
 
 

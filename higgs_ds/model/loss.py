@@ -10,19 +10,22 @@ Labels arrive aligned to positions (not shifted). Position t predicts position t
 Only labelled rows reach the heads, and the heads compute their CE fused (`higgs_ds.ops`), so the
 [tokens, vocab] logits are never materialised. Sums and counts come back separately, so the caller
 can normalise by global valid-token counts across ranks and micro-batches.
+
+Plain tensor functions, in the order a step uses them: `target_counts` (before the forward, for the
+global normaliser), `head_losses` (inside the model's forward), `combine` (after it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
 from higgs_ds.constants import IGNORE_INDEX
 
-if TYPE_CHECKING:
-    from higgs_ds.model.modeling import HiggsAudioModel, HiggsAudioOutput
+# A head with a fused loss: (hidden rows [N, H], targets) -> (loss sum, valid count, correct count).
+HeadLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -77,14 +80,15 @@ def target_counts(batch: dict, audio_out_token_idx: int) -> torch.Tensor:
     return torch.cat([text, (audio_t != IGNORE_INDEX).sum(0)]).float()
 
 
-def loss_sums(model: HiggsAudioModel, out: HiggsAudioOutput, labels, audio_labels) -> LossSums:
-    """Run both heads with fused CE on the rows that have a target. Both heads are called on every
-    step, on zero rows if need be, so ZeRO-3 ranks stay in step and gradients stay defined."""
-    text_t, audio_t = shifted_targets(labels, audio_labels, out.audio_out_mask)
-    h = out.hidden_states
+def head_losses(hidden: torch.Tensor, audio_out_mask: torch.Tensor, labels: torch.Tensor,
+                audio_labels: torch.Tensor, text_head: HeadLoss, audio_head: HeadLoss) -> LossSums:
+    """Shift the targets, then run both heads with fused CE on the rows that have a target. Both heads are
+    called on every step, on zero rows if need be, so ZeRO-3 ranks stay in step and gradients stay
+    defined. hidden [B, S, H] (after the final norm); audio_out_mask [B, S]."""
+    text_t, audio_t = shifted_targets(labels, audio_labels, audio_out_mask)
     rows = text_t != IGNORE_INDEX
-    text_sum, text_count, text_correct = model.audio_decoder_proj.text_lm_head(h[rows], text_t[rows])
-    audio_sum, audio_count, audio_correct = model.audio_decoder_proj.audio_lm_head(h[out.audio_out_mask], audio_t)
+    text_sum, text_count, text_correct = text_head(hidden[rows], text_t[rows])
+    audio_sum, audio_count, audio_correct = audio_head(hidden[audio_out_mask], audio_t)
     return LossSums(text_sum, text_count, text_correct, audio_sum, audio_count, audio_correct)
 
 

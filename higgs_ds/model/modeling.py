@@ -23,7 +23,7 @@ from transformers.models.llama.modeling_llama import (
 
 from higgs_ds import ops
 from higgs_ds.model.config import HiggsAudioConfig
-from higgs_ds.model.loss import LossSums, loss_sums
+from higgs_ds.model.loss import LossSums, head_losses
 
 
 class DualFFNDecoderLayer(nn.Module):
@@ -146,7 +146,7 @@ class HiggsAudioModel(nn.Module):
         frame position. audio_ids [N_audio, K]: the (delay-patterned) codes of those positions in
         row-major order. attention_mask [B, S]: 1 for real tokens (right padding in training).
         labels [B, S] / audio_labels [N_out, K] (position-aligned, unshifted): when given, the output
-        carries the fused head + loss sums (`higgs_ds.model.loss.loss_sums`), computed inside this
+        carries the fused head + loss sums (`higgs_ds.model.loss.head_losses`), computed inside this
         forward so ZeRO-3 sees one forward per step.
         """
         cfg = self.config
@@ -175,7 +175,9 @@ class HiggsAudioModel(nn.Module):
                 hidden = layer(*args)
         out = HiggsAudioOutput(self.norm(hidden), audio_mask, audio_out_mask, past_key_values)
         if labels is not None:
-            out.loss_sums = loss_sums(self, out, labels, audio_labels)
+            heads = self.audio_decoder_proj
+            out.loss_sums = head_losses(out.hidden_states, audio_out_mask, labels, audio_labels, heads.text_lm_head,
+                                        heads.audio_lm_head)
         return out
 
     def _attention_masks(self, key_valid, audio_mask, past_len):

@@ -40,11 +40,14 @@ def _use_triton(t: torch.Tensor) -> bool:
 
 
 def _fused_mlp_weights(norm: nn.Module, mlp: nn.Module, dtype: torch.dtype):
-    """(norm weight, eps, gate, up, down) of a LlamaRMSNorm + bias-free SiLU LlamaMLP, or None."""
+    """(norm weight, eps, gate, up, down) of a LlamaRMSNorm + bias-free SiLU LlamaMLP, or None.
+
+    Only a plain nn.Linear is fully described by its weight: a wrapped linear (e.g. a LoRA adapter)
+    must be called as a module, so its MLP gets None and takes the reference path."""
     linears = (mlp.gate_proj, mlp.up_proj, mlp.down_proj)
     act = type(getattr(mlp, "act_fn", None))
     if not (issubclass(act, nn.SiLU) or act.__name__ == "SiLUActivation") or any(
-        lin.bias is not None for lin in linears
+        type(lin) is not nn.Linear or lin.bias is not None for lin in linears
     ):
         return None
     return (norm.weight.to(dtype), norm.variance_epsilon, *(lin.weight.to(dtype) for lin in linears))

@@ -71,7 +71,8 @@ def _accumulate_weight_grad(grad_weight, grad_logits, hidden_rows):
     if grad_logits.dtype == torch.float32:
         grad_weight.addmm_(grad_logits.t(), hidden_rows)
     elif grad_weight.is_cuda:
-        grad_weight.addmm_(grad_logits.t(), hidden_rows, out_dtype=torch.float32)
+        # addmm_ has no out_dtype; the out= form of the dtype overload accumulates in place.
+        torch.addmm(grad_weight, grad_logits.t(), hidden_rows, out_dtype=torch.float32, out=grad_weight)
     else:  # CPU has no mixed-dtype addmm: upcast the chunk (chunk-sized temporaries only)
         grad_weight.addmm_(grad_logits.t().float(), hidden_rows.float())
 

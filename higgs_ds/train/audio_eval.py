@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from higgs_ds.data.codec import AudioCodec, CodecConfig, load_codec
+from higgs_ds.audio_spec import AudioSpec
+from higgs_ds.codec import AudioCodec, load_codec_for_spec
 from higgs_ds.data.collate import Collator, CollatorConfig
 from higgs_ds.data.render import ChatMLRenderer
 from higgs_ds.data.schema import PromptConfig, Utterance, utterance_to_chatml
@@ -42,6 +43,7 @@ from higgs_ds.inference import (
     write_spectrogram,
     write_wav,
 )
+from higgs_ds.inference.scoring import ScorerConfig, build_scorer
 
 log = logging.getLogger("higgs_ds")
 
@@ -55,27 +57,37 @@ def _eval_generation() -> GenerationConfig:
 class AudioEvalConfig:
     every: int = 0  # steps between audio evals; 0 = off
     shards: str | None = None  # held-out split; None = the run's data.eval_shards
-    num_prompts: int = 2  # the first utterances of the split, in shard order
-    codec_kind: str = "dac"
-    codec_weights: str | None = "data/demo/codec/dac_seeded_demo.pth"  # must be the codec the shards used
+    num_prompts: int = 2  # from the held-out split: one per speaker first, in shard order
+    train_prompts: int = 0  # also generate this many training utterances (what the model memorised)
+    codec_path: str | None = None  # None: the codec the shards' audio spec names (its weights must match)
     generation: GenerationConfig = field(default_factory=_eval_generation)
+    score: bool = False  # offline metrics of the generated audio on rank 0 (score/*), as `scorer` says
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.num_prompts < 1:
-            raise ValueError(f"audio_eval: every={self.every} must be >= 0 and num_prompts={self.num_prompts} >= 1")
+        if self.every < 0 or self.num_prompts < 1 or self.train_prompts < 0:
+            raise ValueError(f"audio_eval: every={self.every} and train_prompts={self.train_prompts} must be >= 0, "
+                             f"num_prompts={self.num_prompts} >= 1")
         if isinstance(self.generation, dict):
             self.generation = GenerationConfig(**self.generation)
-        if self.every and not self.codec_weights:
-            raise ValueError("audio_eval.codec_weights is required when audio_eval.every > 0")
+        if isinstance(self.scorer, dict):
+            self.scorer = ScorerConfig(**self.scorer)
 
 
-def read_utterances(split_dir: str, n: int, num_codebooks: int, codebook_size: int = 1024) -> list[Utterance]:
-    """The first `n` utterances of a split, in shard order (the same on every rank)."""
+def read_utterances(split_dir: str, n: int, spec: AudioSpec, scan: int = 256) -> list[Utterance]:
+    """`n` utterances of a split, the same on every rank: among the first `scan` in shard order, one per
+    speaker first (so voices can be told apart), then the rest in order."""
     samples = itertools.chain.from_iterable(iter_tar_samples(s) for s in list_shards(split_dir))
-    utts = [tar_sample_to_utterance(s, num_codebooks, codebook_size) for s in itertools.islice(samples, n)]
-    if not utts:
+    pool = [tar_sample_to_utterance(s, spec) for s in itertools.islice(samples, max(n, scan))]
+    if not pool:
         raise ValueError(f"audio_eval: no utterances in {split_dir}")
-    return utts
+    firsts, seen = [], set()
+    for u in pool:
+        if u.speaker not in seen:
+            seen.add(u.speaker)
+            firsts.append(u)
+    chosen = {id(u) for u in firsts}
+    return (firsts + [u for u in pool if id(u) not in chosen])[:n]
 
 
 def compare_codes(generated: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
@@ -91,11 +103,13 @@ def compare_codes(generated: torch.Tensor, reference: torch.Tensor) -> dict[str,
 class AudioEvaluator:
     def __init__(self, model, tokenizer, codec: AudioCodec | None, utterances: list[Utterance],
                  generation: GenerationConfig, prompt: PromptConfig | None = None,
-                 scorer: SpeechScorer | None = None):
-        """`codec` may be None on ranks other than 0 (they never decode audio)."""
+                 scorer: SpeechScorer | None = None, name: str = ""):
+        """`codec` may be None on ranks other than 0 (they never decode audio). `name` (e.g. "train")
+        prefixes the metric keys and names the output folder; "" is the held-out evaluation."""
+        self.name = name
         self.model = model
         self.renderer = ChatMLRenderer(tokenizer, model.config.audio_num_codebooks)
-        self.collate = Collator(self.renderer.special, CollatorConfig(model.config.audio_num_codebooks))
+        self.collate = Collator(self.renderer.special, CollatorConfig.from_model_config(model.config))
         self.codec = codec
         self.utterances = utterances
         self.generation = generation
@@ -106,17 +120,25 @@ class AudioEvaluator:
             raise ValueError("AudioEvaluator: rank 0 needs a codec to decode the generated audio")
 
     @classmethod
-    def from_config(cls, cfg: AudioEvalConfig, model, tokenizer, eval_shards: str | None,
-                    prompt: PromptConfig | None = None, scorer: SpeechScorer | None = None) -> AudioEvaluator:
+    def from_config(cls, cfg: AudioEvalConfig, model, tokenizer, eval_shards: str | None, spec: AudioSpec,
+                    prompt: PromptConfig | None = None, scorer: SpeechScorer | None = None,
+                    train_shards: str | None = None) -> list[AudioEvaluator]:
+        """The held-out evaluator and, with `cfg.train_prompts` and `train_shards`, one over training
+        utterances ("train/*": what the model memorised). `spec`: the audio spec of the run's codes; it names
+        the codec that decodes the generations (loaded once, on rank 0)."""
         split = cfg.shards or eval_shards
         if not split:
             raise ValueError("audio_eval: set audio_eval.shards or data.eval_shards")
-        k = model.config.audio_num_codebooks
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        codec = load_codec(CodecConfig(kind=cfg.codec_kind, weights=cfg.codec_weights, num_codebooks=k)) \
-            if rank == 0 else None
-        utts = read_utterances(split, cfg.num_prompts, k, model.config.audio_codebook_size)
-        return cls(model, tokenizer, codec, utts, cfg.generation, prompt, scorer)
+        codec = load_codec_for_spec(spec, cfg.codec_path, what="the training shards' codes") if rank == 0 else None
+        if scorer is None and cfg.score and rank == 0:
+            scorer = build_scorer(cfg.scorer)
+        made = [cls(model, tokenizer, codec, read_utterances(split, cfg.num_prompts, spec), cfg.generation, prompt,
+                    scorer)]
+        if cfg.train_prompts and train_shards:
+            made.append(cls(model, tokenizer, codec, read_utterances(train_shards, cfg.train_prompts, spec),
+                            cfg.generation, prompt, scorer, name="train"))
+        return made
 
     def _device(self):
         return next(self.model.parameters()).device
@@ -154,13 +176,16 @@ class AudioEvaluator:
         metrics["gen/frames"] = float(np.mean([c.shape[1] for c in result.codes]))
         if self.rank == 0:
             metrics.update(self._save_and_log(step, Path(run_dir), result.codes, refs, writer))
+        if self.name:
+            metrics = {f"{self.name}/{k}": v for k, v in metrics.items()}
         if writer is not None:
             writer.write(step, metrics, kind="audio_eval")
         return metrics
 
     def _save_and_log(self, step: int, run_dir: Path, codes: list[torch.Tensor], refs: list[torch.Tensor],
                       writer) -> dict[str, float]:
-        out_dir = run_dir / "audio_eval" / f"step{step:06d}"
+        root = run_dir / "audio_eval" / self.name if self.name else run_dir / "audio_eval"
+        out_dir = root / f"step{step:06d}"
         sr = self.codec.sample_rate
         wavs, media = [], {}  # media: id -> (waveform, spectrogram png)
         for utt, c in zip(self.utterances, codes, strict=True):
@@ -171,21 +196,60 @@ class AudioEvaluator:
             png = write_spectrogram(out_dir / f"{utt.id}.png", wav, sr, title=f"step {step} · {utt.id}")
             media[utt.id] = (wavs[-1], png)
         ref_wavs = [decode_codes(self.codec, r).numpy() for r in refs]
-        ref_dir = run_dir / "audio_eval" / "reference"
+        ref_dir = root / "reference"
         for utt, wav in zip(self.utterances, ref_wavs, strict=True):
             if not (ref_dir / f"{utt.id}.wav").is_file():  # the targets, decoded once for comparison
                 write_wav(ref_dir / f"{utt.id}.wav", torch.from_numpy(wav), sr)
         scores = {}
         if self.scorer is not None:
-            scores = {f"score/{k}": v for k, v in self.scorer.score(wavs, sr, [u.text for u in self.utterances],
+            other = self.scorer.similarity_to_other_voices(wavs, sr, ref_wavs, [u.speaker for u in self.utterances])
+            if other is not None:
+                scores["score/sim_other_voices"] = other
+            scores |= {f"score/{k}": v for k, v in self.scorer.score(wavs, sr, [u.text for u in self.utterances],
                                                                     ref_wavs).items()}
         wandb_run = getattr(writer, "wandb", None)
         if wandb_run is not None:
             import wandb
 
-            wandb_run.log({**{f"audio_eval/{uid}/audio": wandb.Audio(w, sample_rate=sr, caption=uid)
+            key = f"audio_eval/{self.name}/" if self.name else "audio_eval/"
+            wandb_run.log({**{f"{key}{uid}/audio": wandb.Audio(w, sample_rate=sr, caption=uid)
                               for uid, (w, _) in media.items()},
-                           **{f"audio_eval/{uid}/spectrogram": wandb.Image(str(p)) for uid, (_, p) in media.items()}},
+                           **{f"{key}{uid}/spectrogram": wandb.Image(str(p)) for uid, (_, p) in media.items()}},
                           step=step)
         log.info("audio eval @ %d: %s", step, out_dir)
         return scores
+
+
+# (label, metric key, format) of the listening table printed at the end of a run
+_SUMMARY_ROWS = (("length ratio", "gen/length_ratio", "{:.2f}"), ("stop rate", "gen/stop_rate", "{:.2f}"),
+                 ("frame accuracy", "gen/frame_acc", "{:.3f}"), ("speaker sim, own voice", "score/sim", "{:.3f}"),
+                 ("speaker sim, other voices", "score/sim_other_voices", "{:.3f}"),
+                 ("DNSMOS overall", "score/dnsmos_ovrl", "{:.2f}"), ("MCD (dB)", "score/mcd", "{:.2f}"),
+                 ("MCD x length ratio", "score/mcd_sl", "{:.2f}"), ("CER", "score/cer", "{:.3f}"))
+
+
+def listening_summary(run_dir: str | Path) -> str | None:
+    """The listening eval's first vs last figures per prompt set, and where to listen: a table for the log."""
+    from higgs_ds.train.metrics import read_metrics
+
+    records = read_metrics(Path(run_dir) / "metrics.jsonl", kind="audio_eval")
+    if not records:
+        return None
+    by_step: dict[int, dict] = {}
+    for record in records:  # the held-out and training-prompt evaluators write one record each per step
+        by_step.setdefault(record["step"], {}).update(record)
+    first, last = by_step[min(by_step)], by_step[max(by_step)]
+    lines = [f"listening eval, step {first['step']} -> {last['step']}:"]
+    for name, label in (("", "held-out prompts"), ("train/", "training prompts (memorised)")):
+        rows = [(text, fmt, name + key) for text, key, fmt in _SUMMARY_ROWS if name + key in last]
+        if not rows:
+            continue
+        lines.append(f"  {label}")
+        for text, fmt, key in rows:
+            before = fmt.format(first[key]) if key in first else "-"
+            lines.append(f"    {text:<28} {before:>8} -> {fmt.format(last[key]):>8}")
+        folder = Path(run_dir) / "audio_eval" / name.rstrip("/") / f"step{last['step']:06d}"
+        wavs = sorted(folder.glob("*.wav"))
+        if wavs:
+            lines.append(f"    listen: {wavs[0]}  (target: {folder.parent / 'reference' / wavs[0].name})")
+    return "\n".join(lines)

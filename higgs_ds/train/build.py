@@ -1,56 +1,56 @@
-"""Build the pieces the loop needs: tokenizer, model (under ZeRO-3 `zero.Init`), optimizer, schedule."""
+"""Build the pieces the loop needs: tokenizer, the data's audio spec, the model (checked against the data,
+sharded by `parallelize`), freezing / LoRA, optimizer and schedule."""
 
 from __future__ import annotations
 
 import logging
 import math
 
-import deepspeed
 import torch
-from deepspeed.utils import set_z3_leaf_modules
 from transformers import AutoTokenizer
 
-from higgs_ds import ops
-from higgs_ds.data.delay_pattern import AUDIO_STREAM_BOS, AUDIO_STREAM_EOS
-from higgs_ds.model.checkpoint import config_from_checkpoint, load_weights
-from higgs_ds.model.config import HiggsAudioConfig, tiny_config
-from higgs_ds.model.modeling import DualFFNDecoderLayer, HiggsAudioModel
+from higgs_ds.audio_spec import AudioSpec, AudioSpecMismatchError, model_differences
+from higgs_ds.data.shards import load_spec
+from higgs_ds.model.checkpoint import checkpoint_audio_spec, config_from_checkpoint
+from higgs_ds.model.config import HiggsAudioConfig, tiny_config, token_ids_from_tokenizer
+from higgs_ds.model.modeling import HiggsAudioModel
 from higgs_ds.train.config import TrainConfig
+from higgs_ds.train.lora import apply_lora
+from higgs_ds.train.parallelize import build_model_sharded
 
 log = logging.getLogger("higgs_ds")
-
-# config field -> the special token whose id it must hold
-_TOKEN_FIELDS = {
-    "audio_in_token_idx": "<|AUDIO|>",
-    "audio_out_token_idx": "<|AUDIO_OUT|>",
-    "audio_out_bos_token_id": "<|audio_out_bos|>",
-    "audio_eos_token_id": "<|audio_eos|>",
-    "pad_token_id": "<|end_of_text|>",
-}
 
 
 def load_tokenizer(path: str):
     tok = AutoTokenizer.from_pretrained(path)
-    missing = [t for t in _TOKEN_FIELDS.values() if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
-    if missing:
-        raise ValueError(f"tokenizer {path} lacks the Higgs Audio special tokens {missing}")
+    token_ids_from_tokenizer(tok)  # fails naming the special tokens it lacks
     return tok
 
 
-def token_ids(tokenizer) -> dict[str, int]:
-    return {field: tokenizer.convert_tokens_to_ids(tok) for field, tok in _TOKEN_FIELDS.items()}
+def data_audio_spec(cfg: TrainConfig) -> AudioSpec:
+    """The audio spec of the run's codes: the train shards', which the eval shards must share."""
+    spec = load_spec(cfg.data.shards)
+    for split in {cfg.data.eval_shards, cfg.audio_eval.shards} - {None}:
+        load_spec(split).require_match(spec, f"eval shards {split}", f"train shards {cfg.data.shards}")
+    k = spec.num_codebooks
+    if cfg.loss.codebook_weights is not None and len(cfg.loss.codebook_weights) != k:
+        raise ValueError(f"loss.codebook_weights has {len(cfg.loss.codebook_weights)} entries; the shards' codes "
+                         f"have {k} codebooks ({cfg.data.shards})")
+    return spec
 
 
-def model_config(cfg: TrainConfig, tokenizer) -> HiggsAudioConfig:
-    ids = token_ids(tokenizer)
+def model_config(cfg: TrainConfig, tokenizer, spec: AudioSpec) -> HiggsAudioConfig:
+    """A fresh model shaped by the codes' spec, or the checkpoint's config checked against the tokenizer."""
+    ids = token_ids_from_tokenizer(tokenizer)
     m = cfg.model
     if m.init is None:
         return tiny_config(vocab_size=len(tokenizer), hidden_size=m.hidden_size,
                            intermediate_size=m.intermediate_size, num_hidden_layers=m.num_hidden_layers,
                            num_attention_heads=m.num_attention_heads, num_key_value_heads=m.num_key_value_heads,
-                           head_dim=m.hidden_size // m.num_attention_heads,
-                           audio_num_codebooks=cfg.data.train.stream.num_codebooks, **ids)
-    mcfg = config_from_checkpoint(m.init, **ids)  # ids only used when starting from plain Llama
+                           head_dim=m.hidden_size // m.num_attention_heads, audio_num_codebooks=spec.num_codebooks,
+                           audio_codebook_size=spec.codebook_size, audio_stream_bos_id=spec.stream_bos,
+                           audio_stream_eos_id=spec.stream_eos, use_delay_pattern=spec.delay_pattern, **ids)
+    mcfg = config_from_checkpoint(m.init, ids)  # ids fill what plain Llama / transformers-port configs lack
     wrong = {f: (getattr(mcfg, f), v) for f, v in ids.items() if getattr(mcfg, f) != v}
     if wrong:
         raise ValueError(f"{m.init} and tokenizer {cfg.data.tokenizer} disagree on special-token ids "
@@ -58,50 +58,35 @@ def model_config(cfg: TrainConfig, tokenizer) -> HiggsAudioConfig:
     return mcfg
 
 
-def check_data_matches_model(mcfg: HiggsAudioConfig, stream) -> None:
-    """The shards' codes must be what the model embeds: same codebooks, stream ids and delay pattern."""
-    problems = []
-    if (mcfg.audio_num_codebooks, mcfg.audio_codebook_size) != (stream.num_codebooks, stream.codebook_size):
-        problems.append(f"model has {mcfg.audio_num_codebooks}x{mcfg.audio_codebook_size} codebooks, data "
-                        f"{stream.num_codebooks}x{stream.codebook_size}")
-    if (mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id) != (AUDIO_STREAM_BOS, AUDIO_STREAM_EOS):
-        problems.append(f"model stream BOS/EOS {mcfg.audio_stream_bos_id}/{mcfg.audio_stream_eos_id}, data "
-                        f"{AUDIO_STREAM_BOS}/{AUDIO_STREAM_EOS}")
-    if not mcfg.use_delay_pattern:
-        problems.append("model has use_delay_pattern=False, the data pipeline writes delay-pattern codes")
+def check_data_matches_model(cfg: TrainConfig, mcfg: HiggsAudioConfig, spec: AudioSpec) -> None:
+    """The shards' codes must be what the model embeds (codebooks, stream ids, delay pattern) and, when
+    starting from a checkpoint, come from the codec its audio side was trained on."""
+    shards = f"train shards {cfg.data.shards}"
+    problems = model_differences(spec, mcfg)
     if problems:
-        raise ValueError("model and data disagree: " + "; ".join(problems))
+        raise AudioSpecMismatchError(f"model and data disagree: {'; '.join(problems)}\n  {shards}: "
+                                     f"{spec.describe()}")
+    trained_on = checkpoint_audio_spec(cfg.model.init) if cfg.model.init else None
+    if trained_on is None:
+        return
+    if cfg.model.allow_audio_spec_change:
+        if trained_on.differences(spec):
+            log.warning("training %s codes into %s, whose audio side was trained on %s (allowed by "
+                        "model.allow_audio_spec_change)", spec.codec, cfg.model.init, trained_on.describe())
+        return
+    trained_on.require_match(spec, f"checkpoint {cfg.model.init} was trained on", shards, hint=(
+        "Codes from another codec are foreign to this checkpoint: training on them destroys what its audio side "
+        "learned. Encode the data with the checkpoint's codec (prepare_data build --codec-path ...), or set "
+        "model.allow_audio_spec_change=true to re-learn the audio side on purpose."))
 
 
-def build_model(cfg: TrainConfig, tokenizer, ds_config: dict) -> HiggsAudioModel:
-    mcfg = model_config(cfg, tokenizer)
-    check_data_matches_model(mcfg, cfg.data.train.stream)
-    model = instantiate_model(mcfg, ds_config, cfg.model.init)
+def build_model(cfg: TrainConfig, tokenizer, ds_config: dict, spec: AudioSpec) -> HiggsAudioModel:
+    mcfg = model_config(cfg, tokenizer, spec)
+    check_data_matches_model(cfg, mcfg, spec)
+    model = build_model_sharded(mcfg, ds_config, cfg.model.init)
     apply_freeze(model, cfg.freeze)
-    return model
-
-
-def instantiate_model(mcfg: HiggsAudioConfig, ds_config: dict, init: str | None = None) -> HiggsAudioModel:
-    """Construct under `zero.Init` for ZeRO-3, so no rank ever holds the whole model, then fill the
-    weights (gathered one module at a time) from a checkpoint or a fresh initialisation."""
-    zero3 = ds_config.get("zero_optimization", {}).get("stage", 0) == 3
-    dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
-    if zero3:
-        with deepspeed.zero.Init(config_dict_or_path=ds_config):
-            model = HiggsAudioModel(mcfg)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if ops.uses_triton(device):  # the fused routed-FFN kernel reads the MLP weights directly
-            set_z3_leaf_modules(model, [DualFFNDecoderLayer])
-    else:
-        model = HiggsAudioModel(mcfg).to(dtype)
-    if init is None:
-        for module in model.modules():  # params partitioned under ZeRO-3: gather, init on rank 0, scatter
-            with deepspeed.zero.GatheredParameters(list(module.parameters(recurse=False)), modifier_rank=0,
-                                                   enabled=zero3):
-                model.init_module(module)
-    else:
-        layout = load_weights(model, init)
-        log.info("initialised from %s (%s layout)", init, layout)
+    if cfg.lora.enabled:  # after the weights are loaded: adapters wrap the loaded linears
+        apply_lora(model, cfg.lora)
     return model
 
 
@@ -123,6 +108,7 @@ def build_optimizer(model: HiggsAudioModel, cfg: TrainConfig):
         if p.requires_grad:
             (no_decay if "norm" in name or "embed" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]  # LoRA may train no norm/embedding: ZeRO drops empty groups
     optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
 
     def lr_factor(step: int) -> float:

@@ -1,30 +1,70 @@
-"""Checkpoints: DeepSpeed's sharded engine state plus our own per-rank state, saved atomically.
+"""Checkpoints: DeepSpeed's sharded engine state plus our own per-rank state, saved crash-safely.
 
 Layout of `<run_dir>/checkpoints/`:
   step000100/                      DeepSpeed tag dir (zero_pp_rank_*_model_states.pt, optim states)
   step000100/higgs_rank{r}.pt      per-rank: data-loader state, RNG states, step, world size
   step000100/config.json           the training config of the run
-  latest                           the tag of the newest *complete* checkpoint
+  step000100/complete.json         written last, once every rank's files exist: names and sizes
+  latest                           the tag of the newest complete checkpoint
 
-`latest` is replaced (os.replace) only after every rank has finished writing, so a crash during
-a save leaves the previous checkpoint as `latest`. Older tags beyond `keep_last` are deleted.
+A tag is complete only when `complete.json` exists and every file it lists has its recorded size, so
+a save killed at any point (or a file cut short later) is never taken for a checkpoint. `latest` is
+replaced (os.replace) after the marker; older complete tags beyond `keep_last`, and interrupted tags
+older than the new one, are renamed away atomically and then deleted, so a crash during rotation
+leaves no half-deleted tag behind. Every file is loaded with `torch.load(weights_only=True)`,
+DeepSpeed's own files included: a checkpoint from elsewhere cannot run code.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import random
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from higgs_ds.run_dir import COMPLETE, complete_tags, is_complete, latest_tag, safe_load  # noqa: F401 (re-exported)
+
+log = logging.getLogger("higgs_ds")
+TRASH = ".deleting-"
+# Test-only fault injection: "<point>:<step>:<rank>[:kill|torn|enospc]" makes that rank SIGKILL itself
+# (torn: after cutting its newest file in half) or fail with ENOSPC at that point of that step's save.
+FAULT_ENV = "HIGGS_DS_CHECKPOINT_FAULT"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous complete checkpoint is untouched."""
+
+
+def _fault(point: str, step: int, tag_dir: Path) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    where, at_step, rank, *action = spec.split(":")
+    if (where, int(at_step), int(rank)) != (point, step, dist.get_rank()):
+        return
+    action = action[0] if action else "kill"
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tag_dir))
+    if action == "torn":  # as if killed while writing this rank's newest file
+        mine = [p for p in tag_dir.iterdir() if f"rank{rank}." in p.name or f"rank_{rank}_" in p.name]
+        newest = max(mine, key=lambda p: p.stat().st_mtime_ns)
+        os.truncate(newest, newest.stat().st_size // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states as plain containers and tensors only (loadable with weights_only=True)."""
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"] = {**np_state["state"], "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64))}
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -32,36 +72,100 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np_state = state["numpy"]
+    np.random.set_state({**np_state, "state": {**np_state["state"],
+                                               "key": np_state["state"]["key"].numpy().astype(np.uint32)}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _discard(tag_dir: Path) -> None:
+    """Rename first (atomic), then delete: a crash mid-delete leaves only a `.deleting-*` folder."""
+    trash = tag_dir.with_name(TRASH + tag_dir.name)
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(tag_dir, trash)
+    shutil.rmtree(trash)
+
+
+def _rotate(ckpt_dir: Path, tag: str, keep_last: int, step: int) -> None:
+    """Keep the newest `keep_last` complete tags up to `tag` (never later ones: they belong to an
+    abandoned future of an explicit resume); drop interrupted tags older than `tag`."""
+    for leftover in ckpt_dir.glob(TRASH + "*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    older = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir() and p.name <= tag)
+    complete = [p for p in older if is_complete(p)]
+    for old in complete[:-keep_last] + [p for p in older if p not in complete]:
+        _discard(old)
+        _fault("rotating", step, ckpt_dir / tag)
+
+
+def _write_error(exc: Exception, ckpt_dir: Path, tag: str) -> CheckpointWriteError:
+    free = shutil.disk_usage(ckpt_dir).free
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or free < 2**20
+    cause = f"no space left on device ({free / 2**20:.1f} MiB free)" if full else f"{type(exc).__name__}: {exc}"
+    previous = latest_tag(ckpt_dir)
+    keeps = f"{previous} is still the latest complete checkpoint" if previous else "there is no earlier checkpoint"
+    return CheckpointWriteError(errno.ENOSPC if full else errno.EIO,
+                                f"writing checkpoint {ckpt_dir / tag} failed: {cause}; {keeps} (resume=auto "
+                                f"continues from it)".replace("\n", " "))
+
+
 def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep_last: int) -> str:
     tag = f"step{step:06d}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
+    tag_dir = ckpt_dir / tag
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.save({**rank_state, "step": step, "world_size": world, "rng": rng_state()},
-               ckpt_dir / tag / f"higgs_rank{rank}.pt")
-    if rank == 0:
-        (ckpt_dir / tag / "config.json").write_text(json.dumps(config, indent=2))
-    dist.barrier()  # every rank's files exist before `latest` moves
-    if rank == 0:
-        tmp = ckpt_dir / "latest.tmp"
-        tmp.write_text(tag)
-        os.replace(tmp, ckpt_dir / "latest")
-        # rotate only complete tags up to this one: never the new `latest`, never a later stale tag
-        older = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir() and p.name <= tag)
-        for old in older[:-keep_last]:
-            shutil.rmtree(old)
+    if rank == 0 and tag_dir.exists():  # leftovers of an interrupted save (or an abandoned future)
+        if latest_tag(ckpt_dir) == tag:
+            _write_latest(ckpt_dir, max((t for t in complete_tags(ckpt_dir) if t < tag), default=None))
+        _discard(tag_dir)
+    dist.barrier()
+    try:
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
+        _fault("engine_saved", step, tag_dir)
+        torch.save({**rank_state, "step": step, "world_size": world, "rng": rng_state()},
+                   tag_dir / f"higgs_rank{rank}.pt")
+        _fault("rank_state_saved", step, tag_dir)
+        if rank == 0:
+            (tag_dir / "config.json").write_text(json.dumps(config, indent=2))
+        dist.barrier()  # every rank's files exist before the tag is marked complete
+        if rank == 0:
+            files = {p.name: p.stat().st_size for p in sorted(tag_dir.iterdir()) if p.is_file()}
+            tmp = tag_dir / (COMPLETE + ".tmp")
+            tmp.write_text(json.dumps({"tag": tag, "step": step, "world_size": world, "files": files}, indent=1))
+            os.replace(tmp, tag_dir / COMPLETE)
+            _fault("marked", step, tag_dir)
+            _write_latest(ckpt_dir, tag)
+            _fault("latest_moved", step, tag_dir)
+            _rotate(ckpt_dir, tag, keep_last, step)
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, CheckpointWriteError):
+            raise
+        if not is_complete(tag_dir):
+            shutil.rmtree(tag_dir, ignore_errors=True)  # give the space back; `latest` never named it
+        raise _write_error(exc, ckpt_dir, tag) from exc
     dist.barrier()
     return tag
 
 
-def latest_tag(ckpt_dir: Path) -> str | None:
-    f = ckpt_dir / "latest"
-    return f.read_text().strip() if f.exists() else None
+def _write_latest(ckpt_dir: Path, tag: str | None) -> None:
+    if tag is None:
+        (ckpt_dir / "latest").unlink(missing_ok=True)
+        return
+    tmp = ckpt_dir / "latest.tmp"
+    tmp.write_text(tag)
+    os.replace(tmp, ckpt_dir / "latest")
+
+
+def _auto_tag(ckpt_dir: Path) -> str | None:
+    """`latest`, or the newest complete tag when `latest` is missing or names an incomplete one."""
+    latest = latest_tag(ckpt_dir)
+    if latest is not None and is_complete(ckpt_dir / latest):
+        return latest
+    fallback = max(complete_tags(ckpt_dir), default=None)
+    if latest is not None or fallback is not None:
+        log.warning("%s: latest=%s is not a complete checkpoint; using %s", ckpt_dir, latest, fallback)
+    return fallback
 
 
 def resolve_resume(ckpt_dir: Path, resume: str | None) -> str | None:
@@ -75,8 +179,11 @@ def resolve_resume(ckpt_dir: Path, resume: str | None) -> str | None:
                                         f"resume=auto to continue that run, or use a new run_dir")]
         elif resume not in (None, "auto") and not (ckpt_dir / resume).is_dir():
             decision = [FileNotFoundError(f"resume={resume!r}: no such checkpoint in {ckpt_dir}")]
+        elif resume not in (None, "auto") and not is_complete(ckpt_dir / resume):
+            decision = [FileNotFoundError(f"resume={resume!r}: {ckpt_dir / resume} is incomplete (its save was "
+                                          f"interrupted); resume=auto takes the newest complete checkpoint")]
         else:
-            decision = [latest if resume == "auto" else resume]
+            decision = [_auto_tag(ckpt_dir) if resume == "auto" else resume]
     dist.broadcast_object_list(decision, src=0)
     if isinstance(decision[0], Exception):
         raise decision[0]
@@ -92,10 +199,11 @@ def load(engine, ckpt_dir: Path, tag: str) -> dict:
     if missing.item():
         raise FileNotFoundError(f"{ckpt_dir / tag}: {int(missing.item())} rank(s) have no higgs_rank*.pt: the "
                                 f"checkpoint was written by a different world size or is incomplete")
-    state = torch.load(path, weights_only=False)
+    state = safe_load(path)
     if state["world_size"] != world:
         raise RuntimeError(f"checkpoint {tag} was written with world size {state['world_size']}, this run has "
                            f"{world}: exact data resumption needs the same number of ranks")
+    engine.checkpoint_engine.load = safe_load  # DeepSpeed's own loader passes weights_only=False
     load_path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag)
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {ckpt_dir / tag}")

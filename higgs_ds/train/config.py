@@ -7,6 +7,9 @@ offload, bucket sizes); batch sizes and precision are filled in from this config
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +17,11 @@ from typing import Any
 
 import yaml
 
-from higgs_ds.data.loader import DataConfig as LoaderConfig
+from higgs_ds.data.loader import LoaderConfig
 from higgs_ds.train.audio_eval import AudioEvalConfig
+from higgs_ds.train.lora import LoraConfig
+
+log = logging.getLogger("higgs_ds")
 
 
 @dataclass
@@ -26,18 +32,23 @@ class ModelConfig:
     intermediate_size: int = 256
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
-    num_key_value_heads: int = 2  # the codebook count comes from data.train.stream.num_codebooks
+    num_key_value_heads: int = 2  # codebooks, codebook size and stream ids come from the shards' audio spec
+    # Train on codes whose audio spec differs from the one `init` was trained on (another codec): the model
+    # must then re-learn its audio side. Off: such a mismatch stops the run at start-up.
+    allow_audio_spec_change: bool = False
 
     def __post_init__(self):
         if self.init is not None and not Path(self.init).is_dir():
             raise ValueError(f"model.init={self.init!r} is not a local checkpoint directory")
 
 
-@dataclass
-class DataConfig:
+@dataclass(frozen=True)
+class DataConfig(LoaderConfig):
+    """The training loader's settings (`shards`, `num_workers`, `stream.*`, ...) plus the tokenizer and the
+    held-out split, one level under `data.`: `data.shards=...`, `data.stream.max_tokens=16384`."""
+
     tokenizer: str = "data/demo/tokenizer"  # a transformers tokenizer dir with the Higgs special tokens
-    train: LoaderConfig = field(default_factory=lambda: LoaderConfig(shards="data/demo/train"))
-    eval_shards: str | None = "data/demo/eval"  # evaluated with train's stream settings, unshuffled
+    eval_shards: str | None = "data/demo/eval"  # evaluated with the training stream settings, unshuffled
 
 
 @dataclass
@@ -89,10 +100,11 @@ class TrainConfig:
     peak_tflops: float | None = None  # per device, for MFU; None = no MFU
     wandb_project: str | None = "higgs-ds"
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(shards="data/demo/train"))
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     audio_eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)  # listening eval (generation)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA fine-tuning (off by default)
 
     def __post_init__(self):
         if self.steps < 1 or self.grad_accum < 1:
@@ -101,6 +113,9 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r}: use auto, fp32 or bf16")
         if self.freeze not in ("none", "audio_only"):
             raise ValueError(f"freeze={self.freeze!r}: use none or audio_only")
+        if self.lora.enabled and self.freeze != "none":
+            raise ValueError(f"lora.enabled with freeze={self.freeze!r}: LoRA chooses what trains (lora.targets, "
+                             f"lora.train_audio_*); set freeze=none")
         positive = {"keep_last": self.keep_last, "log_every": self.log_every, "save_every": self.save_every,
                     "max_nonfinite": self.max_nonfinite, "dist_timeout_s": self.dist_timeout_s}
         non_negative = {"predict_every": self.predict_every, "eval_every": self.eval_every}
@@ -112,10 +127,6 @@ class TrainConfig:
         if bad:
             raise ValueError(f"invalid value for {', '.join(bad)} (intervals must be >= 1, or >= 0 to disable "
                              f"predictions/eval; stop_at and peak_tflops positive)")
-        k = self.data.train.stream.num_codebooks
-        if self.loss.codebook_weights is not None and len(self.loss.codebook_weights) != k:
-            raise ValueError(f"loss.codebook_weights has {len(self.loss.codebook_weights)} entries; the data has "
-                             f"{k} codebooks (data.train.stream.num_codebooks)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,13 +145,52 @@ def _build(cls, values: dict[str, Any], where: str, base=None):
         if dataclasses.is_dataclass(sub) and isinstance(value, dict):
             current = getattr(base, name) if base is not None else _default(fields[name])
             kwargs[name] = _build(sub, value, f"{where}{name}.", current)
-        elif isinstance(value, str) and float in typing.get_args(sub) + (sub,):
-            kwargs[name] = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
         else:
-            kwargs[name] = value
-    if base is not None:
-        return dataclasses.replace(base, **kwargs)
-    return cls(**kwargs)
+            kwargs[name] = _typed(value, sub, where + name)
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except (ValueError, TypeError) as exc:  # __post_init__ checks: say which group of keys
+        raise ValueError(f"{where.rstrip('.')}: {exc}" if where else str(exc)) from None
+
+
+def _typed(value, hint, key: str):
+    """`value` checked against the field's type hint; an error names the key."""
+    if isinstance(value, str) and float in typing.get_args(hint) + (hint,):
+        try:
+            value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        except ValueError:
+            raise ValueError(f"{key}={value!r}: expected a number") from None
+    if isinstance(value, int | float) and not isinstance(value, bool) and not _conforms(value, hint) \
+            and _conforms(str(value), hint):
+        value = str(value)  # run_dir=2024, resume=... : YAML read a number where a string is meant
+    if not _conforms(value, hint):
+        plain = typing.get_origin(hint) is None and isinstance(hint, type)
+        wanted = "a group of keys" if dataclasses.is_dataclass(hint) else hint.__name__ if plain else str(hint)
+        raise ValueError(f"{key}={value!r}: expected {wanted}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key}={value!r}: must be finite")
+    return value
+
+
+def _conforms(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
+        return all(_conforms(v, args[0]) for v in value) if args else True
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None) or hint is None:
+        return value is None
+    return isinstance(value, hint) if isinstance(hint, type) else True
 
 
 def _default(f: dataclasses.Field):
@@ -153,7 +203,39 @@ def _set_path(tree: dict, dotted: str, raw: str) -> None:
     *parents, leaf = dotted.split(".")
     for p in parents:
         tree = tree.setdefault(p, {})
-    tree[leaf] = yaml.safe_load(raw)  # "3" -> 3, "1e-4" -> 1e-4, "null" -> None, "[1,2]" -> list
+        if not isinstance(tree, dict):
+            raise ValueError(f"{dotted}: {p} is a single setting, not a group of keys")
+    try:
+        tree[leaf] = yaml.safe_load(raw)  # "3" -> 3, "1e-4" -> 1e-4, "null" -> None, "[1,2]" -> list
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{dotted}={raw!r}: not a YAML value ({getattr(exc, 'problem', exc)})") from None
+
+
+# Renamed keys: old prefix -> new prefix. The old spelling keeps working, with a deprecation warning.
+RENAMED = {"data.train.": "data."}
+
+
+def _deep_merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _migrate(tree: dict) -> None:
+    """Move `data.train.*` (the nesting before 0.2) to `data.*`, warning once per old key."""
+    data = tree.get("data")
+    if not isinstance(data, dict) or "train" not in data:
+        return
+    old = data.pop("train")
+    if not isinstance(old, dict):
+        raise ValueError("data.train: renamed; its keys now sit directly under data (e.g. data.shards)")
+    for key in old:
+        log.warning("config key data.train.%s is deprecated: use data.%s", key, key)
+    moved = dict(old)
+    _deep_merge(moved, data)  # the new spelling wins where both are given
+    tree["data"] = moved
 
 
 def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
@@ -161,9 +243,14 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
     tree: dict[str, Any] = {}
     if path:
         tree = yaml.safe_load(Path(path).read_text()) or {}
+    _migrate(tree)
     for item in overrides:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=3e-4)")
         key, raw = item.split("=", 1)
+        for old, new in RENAMED.items():
+            if key.startswith(old):
+                log.warning("config key %s is deprecated: use %s", key, new + key[len(old):])
+                key = new + key[len(old):]
         _set_path(tree, key, raw)
     return _build(TrainConfig, tree, "")

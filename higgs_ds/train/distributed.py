@@ -1,4 +1,4 @@
-"""Process-group setup and the DeepSpeed config, both derived from the training config.
+"""Process-group setup for whichever launcher started us.
 
 Rank and world size come from whichever launcher started us: the DeepSpeed launcher / torchrun
 (RANK, LOCAL_RANK, WORLD_SIZE) or `srun` one task per device (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS).
@@ -6,15 +6,10 @@ Rank and world size come from whichever launcher started us: the DeepSpeed launc
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 from datetime import timedelta
-from pathlib import Path
 
 import torch
-
-from higgs_ds.train.config import TrainConfig
 
 
 def export_slurm_env() -> None:
@@ -44,28 +39,3 @@ def init_distributed(timeout_s: int = 600) -> tuple[int, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-
-
-def resolve_precision(cfg: TrainConfig) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bf16" if torch.cuda.is_available() else "fp32"
-
-
-def build_ds_config(path: str | Path, cfg: TrainConfig, world_size: int) -> dict:
-    """Load a DeepSpeed JSON and fill its "auto" fields from the training config (one source of truth)."""
-    ds = copy.deepcopy(json.loads(Path(path).read_text()))
-    micro = cfg.data.train.stream.max_batch_size  # nominal: batches are built to a token budget
-    filled = {
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "gradient_clipping": cfg.optim.grad_clip,
-    }
-    for key, value in filled.items():
-        if ds.get(key, "auto") not in ("auto", value):
-            raise ValueError(f"{path}: {key}={ds[key]} conflicts with the training config ({value}); "
-                             f"set it to \"auto\" and change the recipe instead")
-        ds[key] = value
-    ds["train_batch_size"] = micro * cfg.grad_accum * world_size
-    ds.setdefault("bf16", {})["enabled"] = resolve_precision(cfg) == "bf16"
-    return ds

@@ -1,17 +1,131 @@
-"""Metric sinks (rank 0 only): the console, `metrics.jsonl` in the run directory, and wandb
-(offline unless the user is logged in), plus the loss-curve PNG written at the end."""
+"""Training metrics: global reductions over ranks (losses, accuracies, data counters), the metric window
+between two log lines, MFU counting, the label-alignment sanity guards, and the sinks (rank 0 only):
+`metrics.jsonl`, wandb (offline unless the user is logged in) and the loss-curve PNG."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import resource
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+
+from higgs_ds.model.loss import LossSums, LossWeights, combine
 
 log = logging.getLogger("higgs_ds")
+
+
+def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    dist.all_reduce(t, op=op)
+    return t
+
+
+def zero_sums(k: int, device) -> LossSums:
+    z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
+    return LossSums(z(()), z(()), z(()), z(k), z(k), z(k))
+
+
+def accumulate(acc: LossSums, s: LossSums) -> None:
+    for name in ("text_sum", "text_count", "text_correct", "audio_sum", "audio_count", "audio_correct"):
+        getattr(acc, name).add_(getattr(s, name).detach())
+
+
+def global_loss_metrics(sums: LossSums, weights: LossWeights) -> dict:
+    """Global (all-rank) mean losses and accuracies from accumulated sums."""
+    k = sums.audio_sum.numel()
+    flat = torch.cat([sums.text_sum.view(1), sums.text_count.view(1), sums.text_correct.view(1),
+                      sums.audio_sum, sums.audio_count, sums.audio_correct]).detach().float()
+    flat = all_reduce(flat)
+    t_sum, t_cnt, t_cor = flat[0], flat[1], flat[2]
+    a_sum, a_cnt, a_cor = flat[3:3 + k], flat[3 + k:3 + 2 * k], flat[3 + 2 * k:]
+    parts = combine(LossSums(t_sum, t_cnt, t_cor, a_sum, a_cnt, a_cor), weights)
+    m = {"loss": parts.loss.item(), "loss/text": parts.text.item(), "loss/audio": parts.audio.item(),
+         "acc/text": (t_cor / t_cnt.clamp(min=1)).item()}
+    for i in range(k):
+        m[f"loss/audio_cb{i}"] = parts.audio_per_codebook[i].item()
+        m[f"acc/audio_cb{i}"] = (a_cor[i] / a_cnt[i].clamp(min=1)).item()
+    return m
+
+
+def global_loader_metrics(loader, device) -> dict:
+    """The data counters of all ranks: skip counts summed, fractions averaged."""
+    local = loader.metrics()
+    keys = sorted(local)
+    values = all_reduce(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64, device=device))
+    world = dist.get_world_size()
+    averaged = {"padding_fraction", "last_padding_fraction", "epoch", "batches"}
+    return {f"data/{k}": v / world if k in averaged else v for k, v in zip(keys, values.tolist(), strict=True)}
+
+
+@dataclass
+class MetricWindow:
+    """What the loop sums between two metric lines."""
+
+    sums: LossSums
+    time: float = 0.0
+    wait: float = 0.0
+    tokens: int = 0
+    samples: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, k: int, device) -> MetricWindow:
+        return cls(zero_sums(k, device))
+
+    def add_batch(self, sums: LossSums, batch: dict) -> None:
+        accumulate(self.sums, sums)
+        self.tokens += int(batch["attention_mask"].sum())
+        self.samples += batch["input_ids"].shape[0]
+
+    def rates(self, device) -> dict:
+        """Global tokens/s and samples/s over the window, and this rank's data-wait share."""
+        totals = all_reduce(torch.tensor([self.tokens, self.samples], dtype=torch.float64, device=device))
+        elapsed = max(self.time, 1e-9)
+        return {"tokens_per_s": totals[0].item() / elapsed, "samples_per_s": totals[1].item() / elapsed,
+                "data_wait_frac": self.wait / elapsed}
+
+
+def _numel(p) -> int:
+    return getattr(p, "ds_numel", p.numel())  # ZeRO-3 partitions report their full size here
+
+
+def parameter_count(model) -> int:
+    return sum(_numel(p) for p in model.parameters())
+
+
+def active_params_per_token(model) -> int:
+    """Parameters one token's forward passes through: attention, norms and ONE of the two MLPs per
+    layer (DualFFN routes each token to exactly one). Embedding lookups and the heads (applied to
+    labelled rows only) are left out, as is attention's sequence-length term: MFU = 6·N·tokens/s."""
+    total = 0
+    for layer in model.layers:
+        total += sum(_numel(p) for p in layer.self_attn.parameters()) + sum(_numel(p) for p in layer.mlp.parameters())
+        total += sum(_numel(p) for p in layer.input_layernorm.parameters()) * 2
+    return total
+
+
+def mfu(active_params: int, tokens_per_s: float, peak_tflops: float, world: int) -> float:
+    return 6 * active_params * tokens_per_s / (peak_tflops * 1e12 * world)
+
+
+def sanity_checks(step: int, m: dict, vocab: int, codebook_rows: int, real_data_steps: int = 300) -> None:
+    """Warn on the signatures of label-alignment bugs: a step-0 loss above the uniform bound (logits and
+    labels paired at the same position) and near-perfect early audio accuracy (the model copies its input)."""
+    if step == 0:
+        for key, bound in (("loss/text", math.log(vocab)), ("loss/audio", math.log(codebook_rows))):
+            if m[key] > bound + 1.0:
+                log.warning("step 0 %s=%.2f is far above the uniform bound ln(%d)=%.2f: a freshly initialised "
+                            "head cannot be this confidently wrong; check the label alignment (shift).",
+                            key, m[key], vocab if "text" in key else codebook_rows, bound)
+    accs = [v for k, v in m.items() if k.startswith("acc/audio_cb")]
+    if step < real_data_steps and accs and min(accs) > 0.98:
+        log.warning("audio accuracy %.3f on every codebook after only %d steps: on real speech this means the "
+                    "model sees its targets (copying its input), not that it learned audio.", min(accs), step)
 
 
 def peak_memory_gb() -> float:

@@ -18,6 +18,18 @@ from pathlib import Path
 import torch
 
 RESULTS_DIR = Path(os.environ.get("HIGGS_BENCH_DIR", "runs/benchmarks"))
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Benchmark shapes, HIGGS_BENCH_SHAPES: "full" (the released model's: H=3072, I=8192, 8192 tokens, V=128256,
+# 8x1026 audio rows; the default on CUDA), "cpu" (scaled so naive fits in 24 GiB beside other jobs; the
+# default on CPU) or "tiny" (seconds on a CPU: checks the benchmarks' plumbing, measures nothing).
+SHAPES = os.environ.get("HIGGS_BENCH_SHAPES") or ("full" if DEVICE == "cuda" else "cpu")
+if SHAPES not in ("full", "cpu", "tiny"):
+    raise ValueError(f"HIGGS_BENCH_SHAPES={SHAPES!r}: use full, cpu or tiny")
+
+
+def pick_shape(**by_shapes: dict) -> dict:
+    """The shape dict for the selected HIGGS_BENCH_SHAPES, e.g. `pick_shape(full=..., cpu=..., tiny=...)`."""
+    return by_shapes[SHAPES]
 
 
 def _status_kib(field: str) -> int:

@@ -12,11 +12,11 @@ from transformers.models.higgs_audio_v2.modeling_higgs_audio_v2 import HiggsAudi
 from higgs_ds.model.checkpoint import ours_to_hf
 from higgs_ds.model.config import tiny_config
 from higgs_ds.model.modeling import HiggsAudioModel
-from tests.benchmarks.kernel_bench_utils import RatioTable, peak_memory_mib, report, timed
+from tests.benchmarks.kernel_bench_utils import DEVICE, RatioTable, peak_memory_mib, pick_shape, report, timed
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-SHAPE = dict(batch=4, seq=2048, h=3072, i=8192, heads=24, kv=8, dtype=torch.bfloat16) if DEVICE == "cuda" else \
-    dict(batch=2, seq=512, h=768, i=2048, heads=12, kv=4, dtype=torch.float32)
+SHAPE = pick_shape(full=dict(batch=4, seq=2048, h=3072, i=8192, heads=24, kv=8, dtype=torch.bfloat16),
+                   cpu=dict(batch=2, seq=512, h=768, i=2048, heads=12, kv=4, dtype=torch.float32),
+                   tiny=dict(batch=1, seq=32, h=64, i=128, heads=4, kv=2, dtype=torch.float32))
 AUDIO_FRACTION = 0.4
 
 

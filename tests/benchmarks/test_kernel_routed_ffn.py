@@ -11,12 +11,12 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
 
 from higgs_ds import ops
-from tests.benchmarks.kernel_bench_utils import RatioTable, peak_memory_mib, report, timed
+from tests.benchmarks.kernel_bench_utils import DEVICE, RatioTable, peak_memory_mib, pick_shape, report, timed
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Higgs Audio v2 (Llama-3.2-3B backbone) is H=3072, I=8192; CPU shapes keep its I/H ratio.
-SHAPE = dict(tokens=8192, h=3072, i=8192, dtype=torch.bfloat16) if DEVICE == "cuda" else \
-    dict(tokens=1024, h=768, i=2048, dtype=torch.float32)
+# Higgs Audio v2 (Llama-3.2-3B backbone) is H=3072, I=8192; the smaller shapes keep its I/H ratio.
+SHAPE = pick_shape(full=dict(tokens=8192, h=3072, i=8192, dtype=torch.bfloat16),
+                   cpu=dict(tokens=1024, h=768, i=2048, dtype=torch.float32),
+                   tiny=dict(tokens=64, h=48, i=128, dtype=torch.float32))
 AUDIO_FRACTION = 0.4
 
 

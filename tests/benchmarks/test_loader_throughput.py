@@ -15,10 +15,11 @@ import webdataset as wds
 
 from higgs_ds.data.demo import demo_sentences
 from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
-from higgs_ds.data.loader import DataConfig, build_loader
+from higgs_ds.data.loader import LoaderConfig, build_loader
 from higgs_ds.data.schema import Utterance
 from higgs_ds.data.shards import INDEX_NAME, SHARD_NAME, utterance_to_tar_sample
 from higgs_ds.data.stream import StreamConfig
+from tests.data.synthetic import SPEC
 
 H100_POSITIONS_PER_S = 11_500
 TARGET_RATIO = 3.0
@@ -38,13 +39,13 @@ def _write_realistic_split(folder, num_shards=4, per_shard=200):
                                 ref_text=sentences[(i + 7) % 200] if i % 2 else None, ref_codes=ref)
                 sink.write(utterance_to_tar_sample(utt.id, utt))
         shards.append({"name": SHARD_NAME.format(s), "samples": per_shard})
-    (folder / INDEX_NAME).write_text(json.dumps({"num_codebooks": 8, "shards": shards}))
+    (folder / INDEX_NAME).write_text(json.dumps({"audio_spec": SPEC.to_dict(), "shards": shards}))
 
 
 def test_loader_frames_per_second_per_worker(benchmark, tmp_path):
     _write_realistic_split(tmp_path / "train")
     tokenizer = train_demo_tokenizer(demo_sentences(), tmp_path / "tok")
-    cfg = DataConfig(shards=str(tmp_path / "train"), num_workers=0,  # in-process = exactly one worker
+    cfg = LoaderConfig(shards=str(tmp_path / "train"), num_workers=0,  # in-process = exactly one worker
                      stream=StreamConfig(max_tokens=16384, max_seq_len=1024, shuffle_buffer=256, bucket_pool=512))
     results = {}
 

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.demo import demo_sentences
 from higgs_ds.data.schema import Utterance
 from higgs_ds.data.shards import INDEX_NAME, SHARD_NAME, utterance_to_tar_sample
 
 K = 8
+# The codes are random: a spec of their shape, from no real codec.
+SPEC = AudioSpec(codec="synthetic", sample_rate=16000, frame_rate=25.0, num_codebooks=K, codebook_size=1024)
 
 
 def random_utterance(rng: np.random.Generator, i: int, with_ref: bool) -> Utterance:
@@ -38,7 +41,6 @@ def write_synthetic_split(folder: Path, num_shards: int, per_shard: int, seed: i
         ids.append([u.id for u in utts])
         shards.append({"name": SHARD_NAME.format(s), "samples": per_shard, "frames": sum(u.frames for u in utts),
                        "bytes": 0, "speakers": {}})
-    index = {"version": 1, "num_samples": num_shards * per_shard, "num_codebooks": K, "codebook_size": 1024,
-             "shards": shards}
+    index = {"version": 2, "num_samples": num_shards * per_shard, "audio_spec": SPEC.to_dict(), "shards": shards}
     (folder / INDEX_NAME).write_text(json.dumps(index))
     return ids

@@ -9,17 +9,19 @@ import soundfile
 import torch
 import webdataset as wds
 
+from higgs_ds.audio_spec import AudioSpec, AudioSpecMismatchError, write_spec
+from higgs_ds.codec import CodecConfig, load_codec
 from higgs_ds.data.builder import PROGRESS_DIR, BuildConfig, build_shards
-from higgs_ds.data.codec import CodecConfig, build_seeded_demo_dac, load_codec
+from higgs_ds.data.demo import build_seeded_demo_dac
 from higgs_ds.data.manifest import BadSampleError
-from higgs_ds.data.shards import iter_tar_samples, tar_sample_to_utterance
+from higgs_ds.data.shards import iter_tar_samples, load_spec, tar_sample_to_utterance
 
 K = 8
 
 
 @pytest.fixture(scope="module")
 def codec_cfg(tmp_path_factory):
-    return CodecConfig(weights=str(build_seeded_demo_dac(tmp_path_factory.mktemp("codec") / "dac.pth", seed=0)))
+    return CodecConfig(path=str(build_seeded_demo_dac(tmp_path_factory.mktemp("codec") / "dac.pth", seed=0)))
 
 
 def _wav(path: Path, seconds: float, rate: int = 22050, freq: float = 220.0) -> str:
@@ -29,8 +31,11 @@ def _wav(path: Path, seconds: float, rate: int = 22050, freq: float = 220.0) -> 
 
 
 def test_dac_codec_encode_decode(codec_cfg, tmp_path):
-    codec = load_codec(codec_cfg)
-    assert (codec.sample_rate, codec.frame_rate, codec.num_codebooks, codec.codebook_size) == (16000, 25.0, 8, 1024)
+    codec = load_codec(codec_cfg)  # kind "auto": a weights file is a DAC
+    spec = codec.spec
+    assert (spec.codec, spec.sample_rate, spec.frame_rate, spec.num_codebooks, spec.codebook_size) == \
+        ("dac", 16000, 25.0, 8, 1024)
+    assert (spec.stream_bos, spec.stream_eos) == (1024, 1025) and len(spec.codec_sha256) == 64
     a = torch.from_numpy(np.sin(np.arange(22050) / 7.0).astype(np.float32))  # 1 s at 22.05 kHz
     b = torch.from_numpy(np.cos(np.arange(22050) / 5.0).astype(np.float32))
     batched = codec.encode([a, b], 22050)
@@ -76,13 +81,13 @@ def test_build_shards_readable_and_indexed(codec_cfg, tmp_path):
                       progress=False)
     index = build_shards(cfg)
     assert index["num_samples"] == 6 and len(index["shards"]) == 3 and index["rejects"] == 0
-    assert index["speakers"] == {"s0": 3, "s1": 3} and index["codec"]["frame_rate"] == 25.0
+    assert index["speakers"] == {"s0": 3, "s1": 3} and load_spec(out) == load_codec(codec_cfg).spec
     shard = out / "shard-000000.tar"
     members = subprocess.run(["tar", "-tf", str(shard)], capture_output=True, text=True, check=True).stdout.split()
     assert members == ["utt_0.codes.npy", "utt_0.json", "utt_1.codes.npy", "utt_1.json", "utt_1.ref_codes.npy"]
     got = list(wds.WebDataset([str(p) for p in sorted(out.glob("*.tar"))], shardshuffle=False).decode())
     assert [s["json"]["id"] for s in got] == [r["id"] for r in rows]
-    utts = [tar_sample_to_utterance(s, K) for p in sorted(out.glob("*.tar")) for s in iter_tar_samples(p)]
+    utts = [tar_sample_to_utterance(s, load_spec(out)) for p in sorted(out.glob("*.tar")) for s in iter_tar_samples(p)]
     assert utts[0].codes.shape == (K, 10)  # 0.4 s at 25 frames/s
     assert np.array_equal(utts[1].codes, np.load(tmp_path / "c1.npy"))
     assert np.array_equal(utts[1].ref_codes, np.load(tmp_path / "r1.npy"))
@@ -135,8 +140,33 @@ def test_bad_sample_raises_naming_it_or_is_rejected(codec_cfg, tmp_path, kind):
     assert [(r["id"], r["kind"]) for r in rejects] == [("the_bad_one", kind)]
 
 
+SPEC = AudioSpec(codec="dac", sample_rate=16000, frame_rate=25.0, num_codebooks=K, codebook_size=1024)
+
+
+def _prepare(*args, cwd=Path(__file__).parents[2]):
+    return subprocess.run([sys.executable, "launch/prepare_data.py", "build", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+
+
 def test_cli_reports_bad_sample(tmp_path):
     manifest = _manifest(tmp_path, [{"id": "x", "text": "", "codes": "c.npy"}])
-    res = subprocess.run([sys.executable, "launch/prepare_data.py", "build", "--manifest", manifest, "--out",
-                          str(tmp_path / "o")], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    res = _prepare("--manifest", manifest, "--out", tmp_path / "o", "--audio-spec", write_spec(tmp_path, SPEC))
     assert res.returncode == 2 and "sample 'x': empty 'text'" in res.stderr and "--skip-bad" in res.stderr
+
+
+def test_precomputed_codes_need_a_spec_and_keep_it(tmp_path):
+    manifest = _manifest(tmp_path, [{"id": "x", "text": "نص", "codes": _codes_file(tmp_path, "c.npy",
+                                                                                   np.zeros((K, 5), int))}])
+    res = _prepare("--manifest", manifest, "--out", tmp_path / "o")
+    assert res.returncode == 2 and "--audio-spec" in res.stderr and "Traceback" not in res.stderr
+    res = _prepare("--manifest", manifest, "--out", tmp_path / "o", "--audio-spec", write_spec(tmp_path, SPEC))
+    assert res.returncode == 0, res.stderr
+    assert load_spec(tmp_path / "o") == SPEC
+
+
+def test_a_spec_that_contradicts_the_codec_is_refused(codec_cfg, tmp_path):
+    other = AudioSpec(codec="higgs", sample_rate=24000, frame_rate=25.0, num_codebooks=K, codebook_size=1024)
+    manifest = _manifest(tmp_path, _good_rows(tmp_path, 2))
+    with pytest.raises(AudioSpecMismatchError, match="codec 'higgs' vs 'dac'"):
+        build_shards(BuildConfig(manifest=manifest, out_dir=str(tmp_path / "o"), codec=codec_cfg, spec=other,
+                                 progress=False))

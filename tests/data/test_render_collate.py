@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from higgs_ds.data.collate import Collator, CollatorConfig
-from higgs_ds.data.delay_pattern import AUDIO_STREAM_BOS, AUDIO_STREAM_EOS, IGNORE_INDEX, delay_segment_input
+from higgs_ds.data.delay_pattern import IGNORE_INDEX, delay_segment_input
 from higgs_ds.data.render import ChatMLRenderer, SpecialTokens
 from higgs_ds.data.schema import (
     AudioContent,
@@ -14,8 +14,9 @@ from higgs_ds.data.schema import (
     Utterance,
     utterance_to_chatml,
 )
+from tests.data.synthetic import SPEC
 
-K = 8
+K = SPEC.num_codebooks
 
 
 def _codes(frames, seed=0):
@@ -89,7 +90,7 @@ def test_collate_contract(tokenizer):
     cloned = Utterance(id="v", text="نص", codes=_codes(6, 1), ref_text="مرجع", ref_codes=_codes(4, 2))
     plain = Utterance(id="p", text="نص آخر أطول قليلا", codes=_codes(3, 3))
     samples = [renderer(utterance_to_chatml(cloned)), renderer(utterance_to_chatml(plain))]
-    batch = Collator(sp, CollatorConfig(num_codebooks=K, pad_to_multiple_of=8))(samples)
+    batch = Collator(sp, CollatorConfig.from_spec(SPEC, pad_to_multiple_of=8))(samples)
     b, s = batch["input_ids"].shape
     assert b == 2 and s % 8 == 0 and s >= max(len(x) for x in samples)
     assert all(v.dtype == torch.long for v in batch.values())
@@ -101,22 +102,23 @@ def test_collate_contract(tokenizer):
     # audio_ids: one row per audio position, row-major, delayed per segment.
     assert batch["audio_ids"].shape == (int(audio_pos.sum()), K)
     segments = (cloned.ref_codes, cloned.codes, plain.codes)
-    expected = torch.cat([delay_segment_input(torch.as_tensor(c)).T for c in segments])
+    expected = torch.cat([delay_segment_input(torch.as_tensor(c), SPEC.stream_bos, SPEC.stream_eos).T
+                          for c in segments])
     assert torch.equal(batch["audio_ids"], expected)
-    assert batch["audio_ids"][0].tolist() == [AUDIO_STREAM_BOS] * K
+    assert batch["audio_ids"][0].tolist() == [SPEC.stream_bos] * K
     # audio_labels: all audio-out rows; the reference segment is all -100, targets end in EOS.
     assert batch["audio_labels"].shape == (int((batch["input_ids"] == sp.audio_out).sum()), K)
     ref_rows = 4 + K + 1
     assert (batch["audio_labels"][:ref_rows] == IGNORE_INDEX).all()
     target = batch["audio_labels"][ref_rows:ref_rows + 6 + K + 1]
-    assert (target[0] == IGNORE_INDEX).all() and (target == AUDIO_STREAM_EOS).sum() == K
+    assert (target[0] == IGNORE_INDEX).all() and (target == SPEC.stream_eos).sum() == K
     assert torch.equal(target[1:7, 0], torch.as_tensor(cloned.codes[0]))
 
 
 def test_text_only_batch_has_empty_audio_tensors(tokenizer):
     renderer = ChatMLRenderer(tokenizer, K)
     sample = ChatMLSample([Message("user", [TextContent("مرحبا")]), Message("assistant", [TextContent("أهلا")])])
-    batch = Collator(renderer.special)([renderer(sample)])
+    batch = Collator(renderer.special, CollatorConfig.from_spec(SPEC))([renderer(sample)])
     assert batch["audio_ids"].shape == (0, K) and batch["audio_labels"].shape == (0, K)
 
 

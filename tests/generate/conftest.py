@@ -60,7 +60,8 @@ def overfit(tokenizer) -> Overfit:
     model = HiggsAudioModel(model_config_for(tokenizer))
     renderer = ChatMLRenderer(tokenizer, K)
     utts = demo_like_utterances()
-    batch = Collator(renderer.special, CollatorConfig(K))([renderer(utterance_to_chatml(u)) for u in utts])
+    collate = Collator(renderer.special, CollatorConfig.from_model_config(model.config))
+    batch = collate([renderer(utterance_to_chatml(u)) for u in utts])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for step in range(1, 301):
         out = model(batch["input_ids"], batch["audio_ids"], batch["attention_mask"], labels=batch["labels"],

@@ -1,15 +1,17 @@
 """The training-time audio eval and the ASR / speaker-similarity hooks (stub scorers only)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from higgs_ds.data.codec import build_seeded_demo_dac
+from higgs_ds.codec import CodecConfig, load_codec
+from higgs_ds.data.demo import build_seeded_demo_dac
 from higgs_ds.data.shards import SHARD_NAME, utterance_to_tar_sample, write_shard
 from higgs_ds.inference import SpeechScorer, error_counts, normalize_for_asr
-from higgs_ds.train.audio_eval import AudioEvalConfig, AudioEvaluator, compare_codes
+from higgs_ds.train.audio_eval import AudioEvalConfig, AudioEvaluator, compare_codes, listening_summary
 from higgs_ds.train.metrics import MetricsWriter, read_metrics
 
 
@@ -33,8 +35,9 @@ def test_audio_eval_on_the_overfit_model_logs_saves_and_scores(overfit, tmp_path
     split.mkdir()
     write_shard(split / SHARD_NAME.format(0), [utterance_to_tar_sample(u.id, u) for u in overfit.utterances])
     codec_path = build_seeded_demo_dac(tmp_path / "codec.pth")
-    cfg = AudioEvalConfig(every=10, num_prompts=2, codec_weights=str(codec_path))
-    evaluator = AudioEvaluator.from_config(cfg, overfit.model, overfit.tokenizer, str(split),
+    cfg = AudioEvalConfig(every=10, num_prompts=2)  # the codec comes from the spec
+    spec = load_codec(CodecConfig(path=str(codec_path))).spec
+    (evaluator,) = AudioEvaluator.from_config(cfg, overfit.model, overfit.tokenizer, str(split), spec,
                                            scorer=_scorer(overfit.utterances))
     writer = MetricsWriter(tmp_path / "run", {}, wandb_project=None, enabled=True)
     (tmp_path / "run").mkdir()
@@ -92,7 +95,37 @@ def test_scorer_without_hooks_reports_nothing_and_checks_lengths():
 def test_audio_eval_config_validation():
     with pytest.raises(ValueError, match="num_prompts"):
         AudioEvalConfig(num_prompts=0)
-    with pytest.raises(ValueError, match="codec_weights"):
-        AudioEvalConfig(every=5, codec_weights=None)
     assert AudioEvalConfig(generation={"max_new_frames": 10}).generation.max_new_frames == 10
     assert json.dumps(AudioEvalConfig().__dict__, default=lambda o: o.__dict__)
+
+
+def test_training_prompts_are_evaluated_apart_and_summarised(overfit, tmp_path):
+    split = tmp_path / "train_split"
+    split.mkdir()
+    write_shard(split / SHARD_NAME.format(0), [utterance_to_tar_sample(u.id, u) for u in overfit.utterances])
+    codec_path = build_seeded_demo_dac(tmp_path / "codec.pth")
+    spec = load_codec(CodecConfig(path=str(codec_path))).spec
+    cfg = AudioEvalConfig(every=10, num_prompts=1, train_prompts=2)  # greedy: the overfit codes come back
+    scorer = SpeechScorer(speaker_embedder=lambda wav, sr: np.array([1.0, 2.0, 3.0]))
+    evaluators = AudioEvaluator.from_config(cfg, overfit.model, overfit.tokenizer, str(split), spec, scorer=scorer,
+                                            train_shards=str(split))
+    assert [e.name for e in evaluators] == ["", "train"] and len(evaluators[1].utterances) == 2
+    run = tmp_path / "run"
+    run.mkdir()
+    writer = MetricsWriter(run, {}, wandb_project=None, enabled=True)
+    held_out, memorised = (e.run(10, run, writer) for e in evaluators)
+    assert memorised["train/gen/frame_acc"] == 1.0 and "gen/frame_acc" in held_out
+    assert sorted(p.name for p in (run / "audio_eval" / "train" / "step000010").glob("*.wav")) == \
+        sorted(f"{u.id}.wav" for u in overfit.utterances)
+    table = listening_summary(run)
+    assert "held-out prompts" in table and "training prompts (memorised)" in table
+    listen = [line.split()[1] for line in table.splitlines() if "listen:" in line]
+    assert len(listen) == 2 and all(Path(p).is_file() for p in listen)
+
+
+def test_similarity_to_other_voices_is_the_cross_speaker_baseline():
+    a, b = np.array([1.0, 0.0, 0.0, 0.0]), np.array([1.0, 1.0, 0.0, 0.0])
+    scorer = SpeechScorer(speaker_embedder=lambda wav, sr: wav[:4])
+    other = scorer.similarity_to_other_voices([a, b], 16000, [a, b], ["s0", "s1"])
+    assert other == pytest.approx(np.sqrt(0.5))  # cos(a, b), both ways; own-voice similarity would be 1
+    assert scorer.similarity_to_other_voices([a, b], 16000, [a, b], ["s0", "s0"]) is None

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from higgs_ds.data.delay_pattern import AUDIO_STREAM_BOS as BOS
-from higgs_ds.data.delay_pattern import AUDIO_STREAM_EOS as EOS
 from higgs_ds.data.delay_pattern import delay_segment_input
-from higgs_ds.inference import DelayPatternState, GenerationConfig, codes_from_segment
+from higgs_ds.inference import DelayPatternState, GenerationConfig, codes_from_generated_segment
 from higgs_ds.inference.sampling import filter_logits, select_tokens
 
 K = 4
+BOS, EOS = 1024, 1025  # stream ids of 1024-code codebooks
 
 
 def _state(b=1):
@@ -18,7 +17,7 @@ def _state(b=1):
 
 def test_teacher_columns_rebuild_the_training_segment_and_stop_on_the_eos_diagonal():
     codes = torch.randint(0, 1024, (K, 5), generator=torch.Generator().manual_seed(0))
-    target = delay_segment_input(codes)  # [K, T+K+1], column 0 all BOS
+    target = delay_segment_input(codes, BOS, EOS)  # [K, T+K+1], column 0 all BOS
     state = _state()
     for j in range(1, target.shape[1]):
         assert not state.finished.item()
@@ -26,7 +25,7 @@ def test_teacher_columns_rebuild_the_training_segment_and_stop_on_the_eos_diagon
     assert state.finished.item()
     (segment,) = state.segments()
     assert torch.equal(segment, target)
-    assert torch.equal(codes_from_segment(segment, True, 1024), codes)
+    assert torch.equal(codes_from_generated_segment(segment, True, 1024), codes)
 
 
 def test_lower_triangle_is_forced_and_unfinished_segments_keep_complete_frames():
@@ -37,7 +36,7 @@ def test_lower_triangle_is_forced_and_unfinished_segments_keep_complete_frames()
     for j in range(1, K):
         assert (segment[j:, j] == BOS).all() and (segment[:j, j] == 7).all()
     assert not state.finished.item() and segment.shape == (K, 8)
-    codes = codes_from_segment(segment, False, 1024)
+    codes = codes_from_generated_segment(segment, False, 1024)
     assert codes.shape == (K, 8 - K) and (codes == 7).all()
 
 
@@ -69,7 +68,7 @@ def test_finished_prompts_are_fed_eos_and_stop_growing():
     assert (column[0] == EOS).all() and (column[1] == 5).all()
     first, second = state.segments()
     assert first.shape[1] == K + 1 and second.shape[1] == K + 2
-    assert codes_from_segment(first, True, 1024).shape == (K, 0)
+    assert codes_from_generated_segment(first, True, 1024).shape == (K, 0)
 
 
 def test_greedy_and_degenerate_filters_pick_the_argmax():

@@ -8,10 +8,14 @@ import soundfile
 import torch
 from transformers import DynamicCache
 
-from higgs_ds.data.codec import CodecConfig, build_seeded_demo_dac, load_codec
+from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER, read_spec
+from higgs_ds.codec import CodecConfig, load_codec
+from higgs_ds.data.demo import build_seeded_demo_dac
+from higgs_ds.data.schema import PromptConfig
 from higgs_ds.inference import GenerationConfig, TTSRequest, build_prompt, generate, left_pad, load_model
 from higgs_ds.model.checkpoint import save_pretrained
 from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.run_dir import write_run_extras
 from launch import generate as generate_cli
 from tests.generate.conftest import model_config_for
 
@@ -26,7 +30,9 @@ def test_kv_cache_decoding_matches_the_full_forward_with_left_padding(overfit):
     """Prefill + one-position steps (past_len > 0) give the hidden states of one full forward."""
     torch.manual_seed(0)
     model = HiggsAudioModel(model_config_for(overfit.tokenizer)).eval()
-    batch = left_pad([build_prompt(overfit.renderer, r) for r in _requests(overfit.utterances)],
+    mcfg = model.config
+    batch = left_pad([build_prompt(overfit.renderer, r, mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id)
+                      for r in _requests(overfit.utterances)],
                      overfit.renderer.special.pad)
     ids, mask, audio = batch["input_ids"], batch["attention_mask"], batch["audio_ids"]
     out_id = model.config.audio_out_token_idx
@@ -76,7 +82,8 @@ def exported(overfit, tmp_path_factory):
     out = tmp_path_factory.mktemp("exported")
     save_pretrained(overfit.model.state_dict(), overfit.model.config, out, layout="boson")
     overfit.tokenizer.save_pretrained(str(out))
-    codec = build_seeded_demo_dac(out / "codec.pth")
+    codec = build_seeded_demo_dac(tmp_path_factory.mktemp("codec") / "codec.pth")
+    write_run_extras(out, load_codec(CodecConfig(path=str(codec))).spec, PromptConfig())  # as launch/export.py does
     return out, codec
 
 
@@ -88,11 +95,10 @@ def test_cli_writes_wav_and_codes_whose_lengths_agree(overfit, exported, tmp_pat
     out = tmp_path / "out" / "speech.wav"
     paths = generate_cli.main([str(ckpt), "--text", utt.text, "--text", overfit.utterances[0].text,
                                "--scene", utt.scene, "--ref-codes", str(ref_codes), "--ref-text", utt.ref_text,
-                               "--codec-weights", str(codec_path), "--out", str(out), "--greedy",
-                               "--max-new-frames", "40"])
+                               "--out", str(out), "--greedy", "--max-new-frames", "40"])  # codec: from the spec
     assert paths == [out.with_name("speech_0.wav"), out.with_name("speech_1.wav")]
-    codec = load_codec(CodecConfig(kind="dac", weights=str(codec_path), device="cpu"))
-    hop = codec.sample_rate // int(codec.frame_rate)
+    codec = load_codec(CodecConfig(path=str(codec_path), device="cpu"))
+    hop = int(codec.spec.samples_per_frame)
     codes = np.load(paths[0].with_suffix(".npy"))
     assert np.array_equal(codes, utt.codes)  # cloned prompt, rendered as in training
     for path in paths:
@@ -107,3 +113,25 @@ def test_load_model_reads_exported_dirs_with_their_tokenizer(exported, overfit):
     assert loaded.tokenizer_dir == exported[0]
     for name, p in overfit.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], p), name
+
+
+def test_generation_keeps_the_training_prompt_and_checks_the_codec(overfit, exported, tmp_path):
+    ckpt, codec_path = exported
+    loaded = load_model(ckpt)
+    assert loaded.audio_spec == read_spec(ckpt) and loaded.prompt == PromptConfig()
+    custom = PromptConfig(system_prompt="حول النص إلى كلام.", use_scene=False)
+    write_run_extras(ckpt, loaded.audio_spec, custom)
+    try:
+        assert load_model(ckpt).prompt == custom  # what launch/generate.py renders with
+    finally:
+        write_run_extras(ckpt, loaded.audio_spec, PromptConfig())
+    other = build_seeded_demo_dac(tmp_path / "other.pth", seed=1)  # same shapes, other weights
+    with pytest.raises(ValueError, match="codec_sha256"):
+        generate_cli.main([str(ckpt), "--text", overfit.utterances[0].text, "--codec-path", str(other),
+                           "--out", str(tmp_path / "x.wav"), "--greedy", "--max-new-frames", "5"])
+
+
+def test_a_released_checkpoint_without_spec_means_the_higgs_tokenizer(overfit, tmp_path):
+    save_pretrained(overfit.model.state_dict(), overfit.model.config, tmp_path, layout="hf")
+    overfit.tokenizer.save_pretrained(str(tmp_path))
+    assert load_model(tmp_path).audio_spec == HIGGS_V2_TOKENIZER

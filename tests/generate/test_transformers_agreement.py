@@ -35,7 +35,7 @@ def _port(model, special):
 
 
 def _port_generate(port, renderer, request, max_new_tokens):
-    prompt = build_prompt(renderer, request)
+    prompt = build_prompt(renderer, request, port.config.audio_stream_bos_id, port.config.audio_stream_eos_id)
     input_ids = torch.tensor([prompt.input_ids[:-1]])  # up to <|audio_out_bos|>
     prompt_audio = prompt.audio_ids[:-1]
     kwargs = {}

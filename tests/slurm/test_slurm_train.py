@@ -22,8 +22,8 @@ STEPS = 40  # ~0.2 s per step here: long enough to interrupt mid-run
 
 def _overrides(data: dict, *extra: str) -> list[str]:
     return [f"steps={STEPS}", "log_every=1", "save_every=1000", "eval_every=0", "predict_every=0",
-            "optim.warmup_steps=2", f"data.train.shards={data['train']}", f"data.eval_shards={data['eval']}",
-            f"data.tokenizer={data['tokenizer']}", "data.train.num_workers=1", "wandb_project=null",
+            "optim.warmup_steps=2", f"data.shards={data['train']}", f"data.eval_shards={data['eval']}",
+            f"data.tokenizer={data['tokenizer']}", "data.num_workers=1", "wandb_project=null",
             "model.hidden_size=64", "model.intermediate_size=128", "dist_timeout_s=60", "audio_eval.every=0", *extra]
 
 

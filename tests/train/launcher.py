@@ -25,3 +25,12 @@ def run_deepspeed(script: str, args: list[str], ranks: int = 2, timeout: int = 6
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
                              f"\n--- stderr\n{proc.stderr[-6000:]}")
     return proc
+
+
+def run_training(run_dir: Path, data: dict, *overrides: str, ranks: int = 2, ds_config: str = "ds_configs/zero3.json"):
+    """`launch/train.py` with the demo recipe, a smaller model and the given data (train, eval, tokenizer)."""
+    args = ["--deepspeed", ds_config, "--config", "recipes/demo.yaml", f"run_dir={run_dir}",
+            f"data.shards={data['train']}", f"data.eval_shards={data['eval']}",
+            f"data.tokenizer={data['tokenizer']}", "data.num_workers=1", "wandb_project=null",
+            "model.hidden_size=64", "model.intermediate_size=128", "audio_eval.every=0", *overrides]
+    return run_deepspeed("launch/train.py", args, ranks=ranks)

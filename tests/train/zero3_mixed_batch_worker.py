@@ -16,8 +16,8 @@ import torch
 from higgs_ds import ops
 from higgs_ds.model.config import tiny_config
 from higgs_ds.model.loss import LossWeights, combine
-from higgs_ds.train.build import instantiate_model
 from higgs_ds.train.distributed import init_distributed
+from higgs_ds.train.parallelize import build_model_sharded
 from tests.model_utils import random_batch
 
 out_dir, backend = Path(sys.argv[-2]), sys.argv[-1]  # the launcher puts --local_rank first
@@ -27,7 +27,7 @@ torch.manual_seed(0)
 ds_config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "train_batch_size": 2 * world,
              "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
              "data_types": {"grad_accum_dtype": "fp32"}, "bf16": {"enabled": False}}
-model = instantiate_model(tiny_config(), ds_config)
+model = build_model_sharded(tiny_config(), ds_config)
 engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
                                   config=ds_config)
 cfg = model.config

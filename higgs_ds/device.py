@@ -1,0 +1,28 @@
+"""The one "auto" rule for devices and precision: the GPU when there is one, else the CPU; bf16 on a GPU,
+fp32 on the CPU (where bf16 matmuls are slow and the tests compare fp32 results bit for bit)."""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else is taken as a torch device name."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str = "auto", device: str | torch.device = "auto") -> str:
+    """"auto" -> "bf16" on a CUDA device, "fp32" elsewhere; "fp32" / "bf16" are kept."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    return "bf16" if resolve_device(device).type == "cuda" else "fp32"
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]

@@ -1,0 +1,59 @@
+"""A checkpoint save that runs out of disk space: the run ends non-zero with one clear line, the previous
+checkpoint stays complete, and `resume=auto` (with space again) continues the same loss curve.
+
+The run directory is a small tmpfs where the test may mount one (root); elsewhere ENOSPC is injected at
+the first write of the save."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from higgs_ds.train.checkpointing import FAULT_ENV, complete_tags, latest_tag
+from tests.faults.cli import RESUME_STEPS, losses, output, train
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A tmpfs of 256 MiB (None when mounting is not allowed here); resized with _resize."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs",
+                                                         str(mount)], capture_output=True).returncode != 0:
+        yield None
+        return
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def _resize(mount, kib: int) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={kib}k", str(mount)], check=True)
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint_and_resumes(tmp_path, disk, random_data, straight):
+    run = (disk or tmp_path) / "run"
+    ckpts = run / "checkpoints"
+    first = train(run, random_data, *RESUME_STEPS, "stop_at=2")
+    assert first.returncode == 0 and latest_tag(ckpts) == "step000002", output(first)
+
+    inject = {}
+    if disk is None:
+        inject = {FAULT_ENV: "engine_saved:4:0:enospc"}
+    else:  # room for the files of the run plus half a checkpoint: the next save cannot fit
+        tag_kib = sum(p.stat().st_size for p in (ckpts / "step000002").iterdir()) // 1024
+        _resize(disk, shutil.disk_usage(disk).used // 1024 + tag_kib // 2)
+    full = train(run, random_data, *RESUME_STEPS, "resume=auto", **inject)
+    assert full.returncode != 0, output(full)
+    errors = re.findall(r"^error: .*$", full.stderr, re.M)
+    assert errors and all("no space left on device" in e and "step000002 is still the latest complete checkpoint"
+                          in e for e in errors), output(full)
+    assert latest_tag(ckpts) == "step000002" and complete_tags(ckpts) == ["step000002"]
+
+    if disk is not None:
+        _resize(disk, 256 * 1024)
+    resumed = train(run, random_data, *RESUME_STEPS, "resume=auto")
+    assert resumed.returncode == 0, output(resumed)
+    assert "resumed from" in resumed.stdout + resumed.stderr and losses(run) == losses(straight)
