@@ -25,11 +25,10 @@ def random_data(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> dict[str, Path]:
-    """The real built-in demo (espeak-ng Arabic, seeded DAC), built once per session."""
+    """The real built-in demo (espeak-ng Arabic, the shipped demo codec), built once per session."""
     root = tmp_path_factory.mktemp("demo")
     build_demo(DemoConfig(out_dir=str(root), progress=False))
-    return {"train": root / "train", "eval": root / "eval", "tokenizer": root / "tokenizer",
-            "codec": root / "codec" / "dac_seeded_demo.pth"}
+    return {"train": root / "train", "eval": root / "eval", "tokenizer": root / "tokenizer"}
 
 
 def take_samples(src: Path, dst: Path, n: int, copies: int = 1) -> Path:
