@@ -20,10 +20,9 @@ from higgs_ds.codec.base import (
     load_audio,
     sha256_of_files,
 )
-from higgs_ds.device import resolve_device
 
 __all__ = ["AudioCodec", "CodecConfig", "CodecLoadError", "detect_codec_kind", "load_audio", "load_codec",
-           "load_codec_for_spec", "resolve_device", "sha256_of_files"]
+           "load_codec_for_spec", "sha256_of_files"]
 
 
 def detect_codec_kind(path: str | Path) -> str:

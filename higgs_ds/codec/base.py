@@ -14,7 +14,6 @@ import torch
 import torchaudio
 
 from higgs_ds.audio_spec import AudioSpec
-from higgs_ds.device import resolve_device  # noqa: F401 (re-exported for the backends)
 
 CODEC_KINDS = ("auto", "dac", "higgs")
 

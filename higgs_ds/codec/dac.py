@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from higgs_ds.audio_spec import AudioSpec
-from higgs_ds.codec.base import AudioCodec, CodecConfig, CodecLoadError, resolve_device, sha256_of_files
+from higgs_ds.codec.base import AudioCodec, CodecConfig, CodecLoadError, sha256_of_files
+from higgs_ds.device import resolve_device
 
 
 class DacCodec(AudioCodec):

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER, AudioSpec
-from higgs_ds.codec.base import AudioCodec, CodecConfig, CodecLoadError, resolve_device, sha256_of_files
+from higgs_ds.codec.base import AudioCodec, CodecConfig, CodecLoadError, sha256_of_files
+from higgs_ds.device import resolve_device
 
 TOKENIZER_MODEL_TYPE = "higgs_audio_v2_tokenizer"
 _WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "model.pth", "hubert_base/*.safetensors",

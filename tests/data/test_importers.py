@@ -338,11 +338,9 @@ def test_config_refuses_foreign_options(ljspeech, tmp_path):
 
 
 def test_cli_import_then_build(ljspeech, tmp_path, capsys):
-    try:
-        from higgs_ds.data.demo import build_seeded_demo_dac
-        from launch.prepare_data import main
-    except ImportError as exc:  # the codec/CLI refactor in flight
-        pytest.skip(f"prepare_data build is not importable: {exc}")
+    from higgs_ds.data.demo import build_seeded_demo_dac
+    from launch.prepare_data import main
+
     out = tmp_path / "manifests"
     assert main(["import", "--from", "ljspeech", "--src", str(ljspeech), "--out", str(out), "--speaker", "lj",
                  "--ref-pairing", "same-speaker"]) == 0
