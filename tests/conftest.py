@@ -23,3 +23,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/benchmarks/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _remove_shm_left_by_killed_ranks():
+    """A rank killed before the end of its process-group setup leaves DeepSpeed's CPU allreduce
+    segment (~70 MB of RAM) in /dev/shm; remove the ones a test's runs left, so that a long suite
+    of fault tests cannot fill the machine's memory. (Runs that get through setup remove their own:
+    tests/faults/test_shared_memory.py checks that.)"""
+    from higgs_ds.train.distributed import SHM_DIR
+
+    before = set(SHM_DIR.glob("deepspeed_allreduce_buffer_*"))
+    yield
+    for segment in set(SHM_DIR.glob("deepspeed_allreduce_buffer_*")) - before:
+        segment.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -243,7 +244,13 @@ def build_shards(cfg: BuildConfig) -> dict:
             futures = {pool.submit(build_one_shard, idx, [entries[i] for i in plan[idx]], cfg, spec): idx
                        for idx in pending}
             for future in as_completed(futures):
-                future.result()  # re-raises BadSampleError naming the sample
+                try:
+                    future.result()  # re-raises BadSampleError naming the sample
+                except BrokenProcessPool as exc:
+                    raise RuntimeError(
+                        f"a worker process died while building shard {futures[future]} of {out} (killed by the "
+                        "system, most often for lack of memory: try fewer --workers); run the same command "
+                        "again to continue, finished shards are kept") from exc
                 bar.update(len(plan[futures[future]]))
     bar.close()
     log.info("built %d shards in %.1fs", len(pending), time.time() - start)

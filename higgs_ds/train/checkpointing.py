@@ -100,15 +100,31 @@ def _rotate(ckpt_dir: Path, tag: str, keep_last: int, step: int) -> None:
         _fault("rotating", step, ckpt_dir / tag)
 
 
-def _write_error(exc: Exception, ckpt_dir: Path, tag: str) -> CheckpointWriteError:
-    free = shutil.disk_usage(ckpt_dir).free
-    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or free < 2**20
-    cause = f"no space left on device ({free / 2**20:.1f} MiB free)" if full else f"{type(exc).__name__}: {exc}"
+# torch's zip writer reports a short write (a full disk, mostly) as a RuntimeError without an errno.
+SHORT_WRITE = ("unexpected pos", "failed writing")
+
+
+def _failure_cause(exc: BaseException, free: int) -> str | None:
+    """'no space ...' when the save ran out of disk (or quota); None for any other failure."""
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if free < 2**20 or any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain):
+        return f"no space left on device ({free / 2**20:.1f} MiB free)"
+    if any(isinstance(e, RuntimeError) and any(s in str(e) for s in SHORT_WRITE) for e in chain):
+        return f"a write came up short: most likely no space left on device ({free / 2**20:.1f} MiB free now)"
+    return None
+
+
+def _write_error(exc: Exception, ckpt_dir: Path, tag: str, free: int) -> CheckpointWriteError:
+    """`free` is measured at the failure, before anything is cleaned up (by this rank or another)."""
+    cause = _failure_cause(exc, free)
     previous = latest_tag(ckpt_dir)
     keeps = f"{previous} is still the latest complete checkpoint" if previous else "there is no earlier checkpoint"
-    return CheckpointWriteError(errno.ENOSPC if full else errno.EIO,
-                                f"writing checkpoint {ckpt_dir / tag} failed: {cause}; {keeps} (resume=auto "
-                                f"continues from it)".replace("\n", " "))
+    return CheckpointWriteError(errno.ENOSPC if cause else errno.EIO,
+                                f"writing checkpoint {ckpt_dir / tag} failed: {cause or f'{type(exc).__name__}: {exc}'}"
+                                f"; {keeps} (resume=auto continues from it)".replace("\n", " "))
 
 
 def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep_last: int) -> str:
@@ -141,9 +157,10 @@ def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep
     except (OSError, RuntimeError) as exc:
         if isinstance(exc, CheckpointWriteError):
             raise
+        free = shutil.disk_usage(ckpt_dir).free
         if not is_complete(tag_dir):
             shutil.rmtree(tag_dir, ignore_errors=True)  # give the space back; `latest` never named it
-        raise _write_error(exc, ckpt_dir, tag) from exc
+        raise _write_error(exc, ckpt_dir, tag, free) from exc
     dist.barrier()
     return tag
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 
@@ -38,4 +39,27 @@ def init_distributed(timeout_s: int = 600) -> tuple[int, int]:
     deepspeed.init_distributed(timeout=timedelta(seconds=timeout_s))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    else:
+        unlink_shm_allreduce_buffer()
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+SHM_DIR = Path("/dev/shm")
+
+
+def shm_allreduce_buffer() -> Path:
+    """The shared-memory segment DeepSpeed's CPU allreduce creates for this rank (single-node runs)."""
+    env = os.environ
+    return SHM_DIR / (f"deepspeed_allreduce_buffer_{os.getuid()}_{env.get('MASTER_ADDR', '')}_"
+                      f"{env.get('MASTER_PORT', '')}_{env['RANK']}")
+
+
+def unlink_shm_allreduce_buffer() -> None:
+    """DeepSpeed's CPU backend never unlinks its ~70 MB allreduce segment per rank, so every run (and
+    every killed one) leaves them in /dev/shm, i.e. in RAM, until the machine runs out of memory.
+    Every rank has mapped its peers' segments once init returns; after a barrier the names can go
+    and the memory is freed when the last rank exits, however it exits."""
+    import torch.distributed as dist
+
+    dist.barrier()  # on every rank, whether or not it has a segment: a one-sided barrier would hang
+    shm_allreduce_buffer().unlink(missing_ok=True)

@@ -6,13 +6,14 @@ the first write of the save."""
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from higgs_ds.train.checkpointing import FAULT_ENV, complete_tags, latest_tag
+from higgs_ds.train.checkpointing import COMPLETE, FAULT_ENV, _write_error, complete_tags, latest_tag
 from tests.faults.cli import RESUME_STEPS, losses, output, train
 
 
@@ -57,3 +58,32 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint_and_resumes(tmp_p
     resumed = train(run, random_data, *RESUME_STEPS, "resume=auto")
     assert resumed.returncode == 0, output(resumed)
     assert "resumed from" in resumed.stdout + resumed.stderr and losses(run) == losses(straight)
+
+
+@pytest.mark.parametrize("exc, free, expected", [
+    (OSError(errno.ENOSPC, "No space left on device"), 50 * 2**20, "no space left on device (50.0 MiB free)"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), 50 * 2**20, "no space left on device"),
+    (RuntimeError("x"), 0, "no space left on device (0.0 MiB free)"),
+    # torch's zip writer after a short write: no errno, and another rank may have freed space since
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2800704 vs 2800596"), 3 * 2**20,
+     "a write came up short: most likely no space left on device (3.0 MiB free now)"),
+    (PermissionError(errno.EACCES, "Permission denied"), 50 * 2**20, "PermissionError: [Errno 13] Permission denied"),
+])
+def test_a_failed_save_names_its_cause(tmp_path, exc, free, expected):
+    (tmp_path / "step000002").mkdir()
+    (tmp_path / "step000002" / COMPLETE).write_text('{"files": {}}')
+    (tmp_path / "latest").write_text("step000002")
+    err = _write_error(exc, tmp_path, "step000004", free)
+    assert err.errno == (errno.EIO if isinstance(exc, PermissionError) else errno.ENOSPC)
+    assert f"step000004 failed: {expected}" in str(err) and "step000002 is still the latest complete" in str(err)
+
+
+def test_an_out_of_space_error_is_found_behind_a_wrapper(tmp_path):
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("save failed") from inner
+    except RuntimeError as outer:
+        err = _write_error(outer, tmp_path, "step000002", 2**30)
+    assert err.errno == errno.ENOSPC and "there is no earlier checkpoint" in str(err)
