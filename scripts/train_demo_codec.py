@@ -41,7 +41,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from higgs_ds.codec import load_audio  # noqa: E402
-from higgs_ds.data.demo import DEMO_SPEAKERS, DemoConfig, DemoSpeaker, demo_sentences, synthesize  # noqa: E402
+from higgs_ds.data.demo import (  # noqa: E402
+    DEMO_SPEAKERS,
+    DemoConfig,
+    DemoSpeaker,
+    demo_eval_sentences,
+    demo_sentences,
+    synthesize,
+)
 from higgs_ds.data.text import normalize_arabic  # noqa: E402
 
 log = logging.getLogger("train_demo_codec")
@@ -91,16 +98,10 @@ class CodecTrainConfig:
             raise ValueError(f"invalid codec training config {self}")
 
 
-def demo_eval_indices(num_sentences: int, demo: DemoConfig) -> set[int]:
-    """The sentence indices `build_demo` holds out: its first draw from ``random.Random(seed)``."""
-    ids = random.Random(demo.seed).sample([f"utt{i:04d}" for i in range(num_sentences)], demo.num_eval)
-    return {int(i[3:]) for i in ids}
-
-
 def training_utterances(demo: DemoConfig | None = None) -> list[tuple[str, DemoSpeaker]]:
     """(text, speaker) pairs: every non-eval demo sentence with every demo and extra voice."""
     sentences = [normalize_arabic(s) for s in demo_sentences()]
-    eval_ids = demo_eval_indices(len(sentences), demo or DemoConfig())
+    eval_ids = demo_eval_sentences(len(sentences), demo or DemoConfig())
     train = [s for i, s in enumerate(sentences) if i not in eval_ids]
     return [(text, spk) for text in train for spk in DEMO_SPEAKERS + EXTRA_SPEAKERS]
 

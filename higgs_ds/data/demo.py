@@ -67,6 +67,13 @@ class DemoConfig:
             raise ValueError(f"invalid demo config {self}")
 
 
+def demo_eval_sentences(num_sentences: int, cfg: DemoConfig, rng: random.Random | None = None) -> set[int]:
+    """Indices of the held-out sentences: the first draw of ``random.Random(cfg.seed)`` (`rng`, advanced,
+    when given). The demo codec's training script excludes the same ones."""
+    rng = rng or random.Random(cfg.seed)
+    return {int(i[3:]) for i in rng.sample([f"utt{i:04d}" for i in range(num_sentences)], cfg.num_eval)}
+
+
 def build_seeded_demo_dac(path: str | Path, seed: int = 0) -> Path:
     """Write a small DAC with seeded random weights (1.8M parameters, 16 kHz, hop 640 = 25 frames/s, 8 x 1024
     codebooks). Its codes are deterministic but carry no learned acoustics. Idempotent."""
@@ -149,7 +156,7 @@ def build_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     log.info("synthesised %d utterances with espeak-ng in %.1fs", len(utts), time.time() - start)
 
     rng = random.Random(cfg.seed)
-    eval_ids = set(rng.sample([u["id"] for u in utts], cfg.num_eval))
+    eval_ids = {f"utt{i:04d}" for i in demo_eval_sentences(len(utts), cfg, rng)}
     codec_weights = shipped_demo_codec()
     log.info("demo codec: %s (a small DAC trained on espeak-ng Arabic speech only)", codec_weights)
     codec = CodecConfig(path=str(codec_weights), kind="dac")

@@ -57,7 +57,7 @@ def _eval_generation() -> GenerationConfig:
 class AudioEvalConfig:
     every: int = 0  # steps between audio evals; 0 = off
     shards: str | None = None  # held-out split; None = the run's data.eval_shards
-    num_prompts: int = 2  # from the held-out split: one per speaker first, in shard order
+    num_prompts: int = 2  # from the held-out split: one per speaker first (voice-cloning ones preferred)
     train_prompts: int = 0  # also generate this many training utterances (what the model memorised)
     codec_path: str | None = None  # None: the codec the shards' audio spec names (its weights must match)
     generation: GenerationConfig = field(default_factory=_eval_generation)
@@ -76,18 +76,19 @@ class AudioEvalConfig:
 
 def read_utterances(split_dir: str, n: int, spec: AudioSpec, scan: int = 256) -> list[Utterance]:
     """`n` utterances of a split, the same on every rank: among the first `scan` in shard order, one per
-    speaker first (so voices can be told apart), then the rest in order."""
+    speaker first (so voices can be told apart), preferring one with a voice-cloning reference (without
+    one, nothing tells the model whose voice to use and own-voice similarity means nothing), then the
+    rest in order."""
     samples = itertools.chain.from_iterable(iter_tar_samples(s) for s in list_shards(split_dir))
     pool = [tar_sample_to_utterance(s, spec) for s in itertools.islice(samples, max(n, scan))]
     if not pool:
         raise ValueError(f"audio_eval: no utterances in {split_dir}")
-    firsts, seen = [], set()
-    for u in pool:
-        if u.speaker not in seen:
-            seen.add(u.speaker)
-            firsts.append(u)
-    chosen = {id(u) for u in firsts}
-    return (firsts + [u for u in pool if id(u) not in chosen])[:n]
+    firsts: dict[str | None, Utterance] = {}
+    for u in sorted(pool, key=lambda u: u.ref_codes is None):  # stable: shard order within each group
+        firsts.setdefault(u.speaker, u)
+    chosen = {id(u) for u in firsts.values()}
+    ordered = [u for u in pool if id(u) in chosen] + [u for u in pool if id(u) not in chosen]
+    return ordered[:n]
 
 
 def compare_codes(generated: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:

@@ -11,7 +11,13 @@ from higgs_ds.codec import CodecConfig, load_codec
 from higgs_ds.data.demo import build_seeded_demo_dac
 from higgs_ds.data.shards import SHARD_NAME, utterance_to_tar_sample, write_shard
 from higgs_ds.inference import SpeechScorer, error_counts, normalize_for_asr
-from higgs_ds.train.audio_eval import AudioEvalConfig, AudioEvaluator, compare_codes, listening_summary
+from higgs_ds.train.audio_eval import (
+    AudioEvalConfig,
+    AudioEvaluator,
+    compare_codes,
+    listening_summary,
+    read_utterances,
+)
 from higgs_ds.train.metrics import MetricsWriter, read_metrics
 
 
@@ -129,3 +135,23 @@ def test_similarity_to_other_voices_is_the_cross_speaker_baseline():
     other = scorer.similarity_to_other_voices([a, b], 16000, [a, b], ["s0", "s1"])
     assert other == pytest.approx(np.sqrt(0.5))  # cos(a, b), both ways; own-voice similarity would be 1
     assert scorer.similarity_to_other_voices([a, b], 16000, [a, b], ["s0", "s0"]) is None
+
+
+def test_listening_prompts_take_one_per_speaker_with_a_voice_reference_first(tmp_path):
+    rng = np.random.default_rng(0)
+    codes = lambda t: rng.integers(0, 1024, size=(8, t)).astype(np.int16)  # noqa: E731
+    from higgs_ds.data.schema import Utterance
+
+    utts = [Utterance("a_plain", "نص", codes(5), speaker="a"),
+            Utterance("b_plain", "نص", codes(5), speaker="b"),
+            Utterance("a_clone", "نص", codes(5), speaker="a", ref_text="مرجع", ref_codes=codes(4)),
+            Utterance("a_clone2", "نص", codes(5), speaker="a", ref_text="مرجع", ref_codes=codes(4)),
+            Utterance("c_clone", "نص", codes(5), speaker="c", ref_text="مرجع", ref_codes=codes(4))]
+    split = tmp_path / "split"
+    split.mkdir()
+    write_shard(split / SHARD_NAME.format(0), [utterance_to_tar_sample(u.id, u) for u in utts])
+    spec = load_codec(CodecConfig(path=str(build_seeded_demo_dac(tmp_path / "codec.pth")))).spec
+    # speakers in shard order; the cloning utterance of `a` replaces its plain one; `b` has none
+    assert [u.id for u in read_utterances(str(split), 3, spec)] == ["b_plain", "a_clone", "c_clone"]
+    assert [u.id for u in read_utterances(str(split), 5, spec)] == ["b_plain", "a_clone", "c_clone", "a_plain",
+                                                                     "a_clone2"]
