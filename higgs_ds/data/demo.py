@@ -71,7 +71,7 @@ def demo_eval_sentences(num_sentences: int, cfg: DemoConfig, rng: random.Random 
     """Indices of the held-out sentences: the first draw of ``random.Random(cfg.seed)`` (`rng`, advanced,
     when given). The demo codec's training script excludes the same ones."""
     rng = rng or random.Random(cfg.seed)
-    return {int(i[3:]) for i in rng.sample([f"utt{i:04d}" for i in range(num_sentences)], cfg.num_eval)}
+    return set(rng.sample(range(num_sentences), cfg.num_eval))
 
 
 def build_seeded_demo_dac(path: str | Path, seed: int = 0) -> Path:
