@@ -7,7 +7,7 @@ NPROC ?= 2
 export PYTHONUNBUFFERED=1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo data test lint bench soak gpu-wheels gpu-check clean demo-codec
+.PHONY: setup demo data test test-fast lint bench soak gpu-wheels gpu-check kernels-aot clean demo-codec
 
 setup:
 	@bash scripts/setup_env.sh
@@ -15,16 +15,24 @@ setup:
 data: setup
 	$(PY) launch/prepare_data.py demo --out $(DEMO_DATA)
 
+# The run's report (report.html) is written at the end of training; printed last so it is easy to find.
+DEMO_RUN = $(or $(patsubst run_dir=%,%,$(filter run_dir=%,$(ARGS))),runs/demo)
 demo: data
 	$(VENV)/bin/deepspeed --num_gpus $(NPROC) launch/train.py --deepspeed ds_configs/zero3.json \
 		--config recipes/demo.yaml $(ARGS)
+	@$(PY) launch/report.py $(DEMO_RUN)
 
 # Retrain the shipped demo codec (higgs_ds/data/demo/codec/): ~1.5 h on one busy CPU thread; not run by demo/test.
 demo-codec: setup
 	$(PY) scripts/train_demo_codec.py $(ARGS)
 
+# Everything (integration runs, the Slurm cluster, GPU tests where there is CUDA), slowest 25 listed.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
+
+# The in-process tier for the edit-test loop: no multi-process runs, no Slurm, no GPU, no benchmarks.
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration and not cluster and not gpu and not benchmark"
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -36,14 +44,19 @@ bench: setup
 soak: data
 	$(PY) scripts/soak.py --ranks $(NPROC) $(ARGS)
 
-# The device check (README "Checking on a GPU"): gpu-wheels fills .gpu_wheels/ here (needs PyPI); gpu-check
-# runs scripts/gpu_check.sh (on a CUDA machine for real, elsewhere its dry mode). No setup dependency:
-# the GPU machine has no project venv and no network.
-gpu-wheels: setup
-	$(PY) scripts/gpu_check/wheels.py prepare
+# The device check (docs/gpu.md): gpu-wheels fills .gpu_wheels/ here (needs PyPI): the wheels the GPU image
+# lacks and the demo's shards + tokenizer. gpu-check runs scripts/gpu_check.sh on a CUDA machine
+# (ARGS=--dry: the same stages on the CPU). No setup dependency: the GPU machine has no project venv and no network.
+gpu-wheels: data
+	$(PY) scripts/gpu_check/wheels.py prepare --demo $(DEMO_DATA)
 
 gpu-check:
 	bash scripts/gpu_check.sh $(ARGS)
+
+# Every kernel variant the dispatcher can launch, compiled for sm_80/sm_90/sm_100 with the triton wheel's
+# ptxas (no GPU needed); fails on compile errors, shared memory over the limit, unjustified spills.
+kernels-aot: setup
+	$(PY) -m scripts.kernels_aot --out runs/kernels_aot $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

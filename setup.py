@@ -12,9 +12,12 @@ setup(
     install_requires=[
         "torch>=2.4", "transformers>=5.0", "deepspeed>=0.16", "safetensors", "tokenizers",
         "webdataset>=1.0", "pyyaml", "rich", "tqdm", "numpy", "soundfile", "peft",
+        "num2words",
     ],
     extras_require={
         "audio": ["torchaudio", "descript-audio-codec"],
+        "lhotse": ["lhotse"],  # prepare_data import --from lhotse
+        "prep": ["silero-vad", "torchaudio", "pyloudnorm", "speechmos", "onnxruntime"],
         "dev": ["pytest", "pytest-benchmark", "ruff", "liger-kernel", "matplotlib", "wandb"],
     },
 )

@@ -17,12 +17,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from higgs_ds.errors import UserError
+
 SPEC_FILE = "audio_spec.json"
 # Fields that do not change what a code means (where the codec was found, a human note).
 _INFORMATIONAL = ("codec_path",)
 
 
-class AudioSpecMismatchError(ValueError):
+class AudioSpecMismatchError(UserError, ValueError):
     """Codes of one spec were about to meet a model or codec of another."""
 
 
@@ -116,16 +118,17 @@ HIGGS_V2_TOKENIZER = AudioSpec(codec="higgs", sample_rate=24000, frame_rate=25.0
 
 def model_differences(spec: AudioSpec, model_config) -> list[str]:
     """What a model (a `HiggsAudioConfig`) disagrees with in the spec: codebooks, stream ids, delay pattern."""
-    m = model_config
+    books = (model_config.audio_num_codebooks, model_config.audio_codebook_size)
+    stream_ids = (model_config.audio_stream_bos_id, model_config.audio_stream_eos_id)
     out = []
-    if (m.audio_num_codebooks, m.audio_codebook_size) != (spec.num_codebooks, spec.codebook_size):
-        out.append(f"model has {m.audio_num_codebooks}x{m.audio_codebook_size} codebooks, the codes "
-                   f"{spec.num_codebooks}x{spec.codebook_size}")
-    if (m.audio_stream_bos_id, m.audio_stream_eos_id) != (spec.stream_bos, spec.stream_eos):
-        out.append(f"model stream BOS/EOS {m.audio_stream_bos_id}/{m.audio_stream_eos_id}, the codes "
+    if books != (spec.num_codebooks, spec.codebook_size):
+        out.append(f"model has {books[0]}x{books[1]} codebooks, the codes {spec.num_codebooks}x{spec.codebook_size}")
+    if stream_ids != (spec.stream_bos, spec.stream_eos):
+        out.append(f"model stream BOS/EOS {stream_ids[0]}/{stream_ids[1]}, the codes "
                    f"{spec.stream_bos}/{spec.stream_eos}")
-    if bool(m.use_delay_pattern) != spec.delay_pattern:
-        out.append(f"model use_delay_pattern={m.use_delay_pattern}, the codes delay_pattern={spec.delay_pattern}")
+    if bool(model_config.use_delay_pattern) != spec.delay_pattern:
+        out.append(f"model use_delay_pattern={model_config.use_delay_pattern}, "
+                   f"the codes delay_pattern={spec.delay_pattern}")
     return out
 
 

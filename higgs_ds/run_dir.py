@@ -16,6 +16,7 @@ trained with). Nothing here imports the training code.
 from __future__ import annotations
 
 import json
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +25,34 @@ import torch
 
 from higgs_ds.audio_spec import AudioSpec, write_spec
 from higgs_ds.data.schema import PromptConfig
+from higgs_ds.errors import CheckpointError
 from higgs_ds.model.config import HiggsAudioConfig
+from higgs_ds.model.tts3_config import model_config_from_dict
 
 PROMPT_FILE = "prompt_config.json"
 COMPLETE = "complete.json"
 
 
 def latest_tag(ckpt_dir: str | Path) -> str | None:
-    f = Path(ckpt_dir) / "latest"
-    return f.read_text().strip() if f.exists() else None
+    """The tag `latest` names; None when it is missing or is not a one-line tag name (a damaged file)."""
+    try:
+        tag = (Path(ckpt_dir) / "latest").read_bytes().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return tag if tag and tag.isprintable() and "/" not in tag and len(tag) < 256 else None
+
+
+def all_tags(ckpt_dir: str | Path) -> list[str]:
+    """Every tag folder, complete or not, oldest first."""
+    return sorted(p.name for p in Path(ckpt_dir).glob("step*") if p.is_dir())
+
+
+def tag_listing(ckpt_dir: str | Path) -> str:
+    """'step000002, step000004 (complete: ...)': what a "no such tag" message offers instead."""
+    tags, complete = all_tags(ckpt_dir), complete_tags(ckpt_dir)
+    if not tags:
+        return f"{ckpt_dir} holds no checkpoint tags"
+    return f"its tags are {', '.join(tags)} (complete: {', '.join(complete) or 'none'})"
 
 
 def is_complete(tag_dir: Path) -> bool:
@@ -45,6 +65,33 @@ def is_complete(tag_dir: Path) -> bool:
 
 def complete_tags(ckpt_dir: Path) -> list[str]:
     return sorted(p.name for p in Path(ckpt_dir).glob("step*") if p.is_dir() and is_complete(p))
+
+
+def damaged_file(tag_dir: Path, rank_states: bool = True) -> str | None:
+    """Why one of a complete tag's files cannot be loaded although it has its recorded size (overwritten,
+    bit rot), or None. Our small per-rank files are read in full; DeepSpeed's large ones are checked as
+    archives only. A file that is intact but holds pickled code is refused with a CheckpointError."""
+    tag_dir = Path(tag_dir)
+    for path in sorted(tag_dir.glob("*.pt")):
+        if not rank_states and path.name.startswith("higgs_rank"):
+            continue  # only resuming reads them
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                    raise zipfile.BadZipFile("no data.pkl record")
+        except (OSError, zipfile.BadZipFile, ValueError) as exc:
+            return f"{path.name} is not a readable torch file ({exc})"
+        if not path.name.startswith("higgs_rank"):
+            continue
+        try:
+            safe_load(path, map_location="cpu")
+        except Exception as exc:  # torch wraps every unpickling failure the same way
+            if "Unsupported global" in str(exc):
+                raise CheckpointError(f"{path} holds pickled objects other than tensors (Weights only load "
+                                      f"failed: {str(exc).split('Unsupported global', 1)[1][:120].strip(': ')})",
+                                      fix="it was not written by higgs-ds; do not load it") from None
+            return f"{path.name} cannot be read ({type(exc).__name__})"
+    return None
 
 
 # What DeepSpeed's ZeRO checkpoints pickle besides tensors and containers (deepspeed 0.19): the ZeRO
@@ -91,7 +138,7 @@ class RunCheckpoint:
 
     @property
     def model_config(self) -> HiggsAudioConfig:
-        return HiggsAudioConfig.from_boson_dict(self.meta["model"])
+        return model_config_from_dict(self.meta["model"])
 
     @property
     def audio_spec(self) -> AudioSpec:
@@ -131,19 +178,34 @@ def find_run_checkpoint(path: str | Path, tag: str | None = None) -> RunCheckpoi
     if (path / "latest").is_file() or any(path.glob("step*/config.json")):
         ckpt_dir, tag = path, tag or latest_tag(path)
         if tag is None:
-            raise FileNotFoundError(f"{path}: no 'latest' file; pass a checkpoint tag")
+            raise CheckpointError("no readable 'latest' file", where=str(path / "latest"),
+                                  fix=f"pass --tag; {tag_listing(path)}")
     else:
-        cfg = path / "config.json"
-        if not (cfg.is_file() and "train" in json.loads(cfg.read_text())):
+        if tag is not None and tag != path.name and _is_run_tag(path):
+            raise CheckpointError(f"{path} is checkpoint tag {path.name!r}, but tag {tag!r} was requested",
+                                  where="--tag", fix="pass the run's checkpoints/ folder, or drop --tag")
+        if not _is_run_tag(path):
             return None
-        if tag is not None and tag != path.name:
-            raise ValueError(f"{path} is checkpoint tag {path.name!r}, but tag {tag!r} was requested")
         ckpt_dir, tag = path.parent, path.name
+    if not (ckpt_dir / tag).is_dir():
+        raise CheckpointError(f"no such tag {tag!r}", where=str(ckpt_dir), fix=tag_listing(ckpt_dir))
     meta_path = ckpt_dir / tag / "config.json"
     if not meta_path.is_file() or not is_complete(ckpt_dir / tag):
-        raise FileNotFoundError(f"{ckpt_dir / tag} is not a complete higgs-ds training checkpoint (no valid "
-                                f"{COMPLETE}: its save was interrupted); use another tag")
+        raise CheckpointError(f"tag {tag!r} is incomplete (no valid {COMPLETE}: its save was interrupted, or a "
+                              f"file was changed since)", where=str(ckpt_dir / tag), fix=tag_listing(ckpt_dir))
+    damage = damaged_file(ckpt_dir / tag, rank_states=False)
+    if damage:
+        raise CheckpointError(f"checkpoint file {damage}", where=str(ckpt_dir / tag),
+                              fix=f"use an earlier tag with --tag; {tag_listing(ckpt_dir)}")
     return RunCheckpoint(ckpt_dir, tag, json.loads(meta_path.read_text()))
+
+
+def _is_run_tag(path: Path) -> bool:
+    """A tag folder of a training run: its config.json records the training config."""
+    try:
+        return "train" in json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def write_run_extras(directory: str | Path, spec: AudioSpec, prompt: PromptConfig) -> None:

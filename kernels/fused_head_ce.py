@@ -1,19 +1,18 @@
 """Fused head + cross-entropy on the Triton path: torch GEMMs per chunk, Triton CE in between.
 
-The chunk loop, row compaction and recompute-in-backward live in `higgs_ds.ops.chunked_ce` (shared
+The chunk loop, row compaction and recompute-in-backward live in `chunked_ce` (pure PyTorch, shared
 with the CPU reference); here the per-chunk softmax statistics and the in-place gradient are the
 fused Triton kernels of `codebook_ce`, so each logits chunk is read once per pass in fp32.
 """
 
 from __future__ import annotations
 
-from higgs_ds.kernels.codebook_ce import codebook_ce_grad_, codebook_ce_stats
-
-from higgs_ds.ops.chunked_ce import (
+from higgs_ds.kernels.chunked_ce import (
     ChunkOps,
     chunked_codebook_linear_cross_entropy,
     chunked_linear_cross_entropy,
 )
+from higgs_ds.kernels.codebook_ce import codebook_ce_grad_, codebook_ce_stats
 
 TRITON_CHUNK_OPS = ChunkOps(stats=codebook_ce_stats, grad_=codebook_ce_grad_)
 

@@ -10,12 +10,8 @@ from __future__ import annotations
 import os
 
 import torch
-import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-TORCH_TO_TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-
 
 def dot_upcast(dtype: torch.dtype) -> bool:
     """Upcast `tl.dot` operands to fp32: needed for bf16 under the interpreter, never on a GPU."""
@@ -30,9 +26,6 @@ def dot_precision() -> str:
 
 
 def matmul_blocks() -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K) for the grouped GEMMs: one config, no autotune (see kernels.md)."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K) for the grouped GEMMs: one config, no autotune (see docs/kernels.md)."""
     return (64, 128, 64) if INTERPRET else (64, 64, 32)
 
-
-def matmul_warps() -> int:
-    return 4

@@ -19,11 +19,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import soundfile
 from transformers import AutoTokenizer
 
 from higgs_ds.codec import load_audio, load_codec_for_spec
-from higgs_ds.data.render import ChatMLRenderer
+from higgs_ds.data.render_tts3 import make_renderer
+from higgs_ds.data.text import normalize_arabic
 from higgs_ds.device import resolve_device, resolve_precision, torch_dtype
+from higgs_ds.errors import ArgumentParser, CheckpointError, ConfigError, DataError, run_cli
 from higgs_ds.inference import GenerationConfig, TTSRequest, decode_codes, generate, load_model, write_codes, write_wav
 from higgs_ds.inference.scoring import (
     add_scorer_args,
@@ -34,11 +37,11 @@ from higgs_ds.inference.scoring import (
     write_scores,
 )
 
-log = logging.getLogger("higgs_ds.generate")
+log = logging.getLogger(__name__)
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="run dir, checkpoints/ dir, checkpoint tag dir or exported dir")
     p.add_argument("--tag", help="checkpoint tag of a run (default: latest)")
     p.add_argument("--text", action="append", default=[], help="text to speak (repeat for a batch)")
@@ -83,40 +86,109 @@ def score_outputs(paths: list[Path], texts: list[str], a: argparse.Namespace) ->
     return result
 
 
+def _texts(a: argparse.Namespace) -> list[str]:
+    """The texts to speak, each checked after normalisation (tatweel or zero-width characters alone are empty)."""
+    lines = []
+    if a.text_file:
+        if not a.text_file.is_file():
+            raise ConfigError(f"text file {a.text_file} not found", where="--text-file", fix="check the path")
+        try:
+            lines = [t.strip() for t in a.text_file.read_text(encoding="utf-8").splitlines() if t.strip()]
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"text file {a.text_file} is not UTF-8 ({exc.reason} at byte {exc.start})",
+                              where="--text-file", fix="save it as UTF-8") from None
+    texts = list(a.text) + lines
+    if not texts:
+        raise ConfigError("nothing to say", where="--text", fix="give at least one --text (or --text-file)")
+    for i, text in enumerate(texts):
+        if not normalize_arabic(text):
+            raise ConfigError(f"text {i + 1} ({text[:40]!r}) is empty once normalised (tatweel and zero-width "
+                              f"characters are dropped)", where="--text", fix="give words to speak")
+    return texts
+
+
+def _generation_config(a: argparse.Namespace) -> GenerationConfig:
+    try:
+        return GenerationConfig(max_new_frames=a.max_new_frames, temperature=0.0 if a.greedy else a.temperature,
+                                top_k=a.top_k, top_p=a.top_p, ras_window=0 if a.greedy else a.ras_window,
+                                ras_max_repeats=a.ras_max_repeats, seed=a.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("GenerationConfig.", "--").replace("_", "-"),
+                          fix="see generate.py --help") from None
+
+
+def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
+    """Everything the flags and the file system can tell, before any model or codec is loaded."""
+    texts = _texts(a)
+    gen = _generation_config(a)
+    if (a.ref_audio or a.ref_codes) and not a.ref_text:
+        raise ConfigError("--ref-audio/--ref-codes need --ref-text", where="--ref-text",
+                          fix="give the transcript of the reference")
+    if a.ref_text and not normalize_arabic(a.ref_text):
+        raise ConfigError("--ref-text is empty once normalised", where="--ref-text", fix="give its transcript")
+    for flag, path in (("--ref-audio", a.ref_audio), ("--ref-codes", a.ref_codes)):
+        if path is not None and not path.is_file():
+            raise DataError(f"{path} not found", where=flag, fix="check the path")
+    if a.ref_codes:
+        _ref_codes(a.ref_codes)
+    if a.ref_audio:
+        try:
+            soundfile.info(str(a.ref_audio))
+        except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError
+            raise DataError(f"{a.ref_audio} is not a readable sound file ({type(exc).__name__})",
+                            where="--ref-audio", fix="give a wav or flac recording") from None
+    if not a.checkpoint.is_dir():
+        raise CheckpointError(f"checkpoint {a.checkpoint} is not a folder", where="checkpoint",
+                              fix="give a run dir, its checkpoints/ dir, a tag dir or an exported dir")
+    if a.tokenizer is not None and not ((a.tokenizer / "tokenizer.json").is_file()
+                                        or (a.tokenizer / "tokenizer_config.json").is_file()):
+        raise ConfigError(f"{a.tokenizer} is not a local tokenizer folder", where="--tokenizer",
+                          fix="give the folder holding tokenizer.json")
+    if a.out.is_dir():
+        raise ConfigError(f"{a.out} is a folder", where="--out", fix="give a .wav file path")
+    return texts, gen
+
+
+def _ref_codes(path: Path) -> np.ndarray:
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for broken files
+        raise DataError(f"{path} is not a .npy array ({type(exc).__name__})", where="--ref-codes",
+                        fix="give codes saved with numpy.save, shape [codebooks, frames]") from None
+    if codes.ndim != 2 or codes.shape[1] == 0 or not np.issubdtype(codes.dtype, np.integer):
+        raise DataError(f"{path} holds {codes.dtype} {codes.shape}, not integer codes [codebooks, frames > 0]",
+                        where="--ref-codes", fix="give the .npy a generation or a shard build wrote")
+    return codes
+
+
 def main(argv=None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = _parse(argv)
-    texts = list(a.text) + ([t.strip() for t in a.text_file.read_text(encoding="utf-8").splitlines() if t.strip()]
-                            if a.text_file else [])
-    if not texts:
-        sys.exit("give at least one --text (or --text-file)")
-    if (a.ref_audio or a.ref_codes) and not a.ref_text:
-        sys.exit("--ref-audio/--ref-codes need --ref-text (the reference transcript)")
+    texts, gen = check_inputs(a)
     device = resolve_device(a.device)
     dtype = torch_dtype(resolve_precision(a.dtype, device))
 
     loaded = load_model(a.checkpoint, a.tag, device=device, dtype=dtype)
     tokenizer_dir = a.tokenizer or loaded.tokenizer_dir
     if tokenizer_dir is None:
-        sys.exit(f"no tokenizer found for {a.checkpoint}: pass --tokenizer")
+        raise ConfigError(f"no tokenizer found for {a.checkpoint}", where="--tokenizer",
+                          fix="pass --tokenizer DIR (the folder the model was trained with)")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    mcfg = loaded.model.config
+    model_cfg = loaded.model.config
     if loaded.audio_spec is None:
-        sys.exit(f"{a.checkpoint} has no trained audio side (a plain Llama checkpoint): nothing to generate")
+        raise CheckpointError(f"{a.checkpoint} has no trained audio side (a plain Llama checkpoint)",
+                              where="checkpoint", fix="generate from a higgs-ds run or export")
     codec = load_codec_for_spec(loaded.audio_spec, a.codec_path, str(device), what=f"{a.checkpoint}'s codes")
 
     ref_codes = None
     if a.ref_codes:
-        ref_codes = np.load(a.ref_codes)
+        ref_codes = _ref_codes(a.ref_codes)
     elif a.ref_audio:
         wav, sr = load_audio(a.ref_audio)
         ref_codes = codec.encode([wav], sr)[0].numpy()
-    requests = [TTSRequest(t, scene=a.scene, ref_text=a.ref_text if ref_codes is not None else None,
-                           ref_codes=ref_codes, id=f"text{i}") for i, t in enumerate(texts)]
-    gen = GenerationConfig(max_new_frames=a.max_new_frames, temperature=0.0 if a.greedy else a.temperature,
-                           top_k=a.top_k, top_p=a.top_p, ras_window=0 if a.greedy else a.ras_window,
-                           ras_max_repeats=a.ras_max_repeats, seed=a.seed)
-    renderer = ChatMLRenderer(tokenizer, mcfg.audio_num_codebooks)
+    requests = [TTSRequest(text, scene=a.scene, ref_text=a.ref_text if ref_codes is not None else None,
+                           ref_codes=ref_codes, id=f"text{i}") for i, text in enumerate(texts)]
+    renderer = make_renderer(tokenizer, model_cfg.audio_num_codebooks)  # v2 ChatML or the TTS 3 layout
     result = generate(loaded.model, renderer, requests, gen, loaded.prompt)  # the training prompt layout
 
     outputs = []
@@ -135,4 +207,4 @@ def main(argv=None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

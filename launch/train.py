@@ -11,18 +11,19 @@ import sys
 
 import yaml
 
-from higgs_ds.train.checkpointing import CheckpointWriteError
+from higgs_ds.errors import ArgumentParser, ConfigError, run_cli
 from higgs_ds.train.config import load_config
-from higgs_ds.train.loop import train
+from higgs_ds.train.loop import train as run_training
+from higgs_ds.train.preflight import check_training_inputs
 
 
-def _fail(exc: Exception, code: int) -> int:
-    print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, no traceback
-    return code
+def train(cfg, ds_json: str):
+    check_training_inputs(cfg, ds_json)  # on every rank, before the rendezvous: bad input costs nothing
+    return run_training(cfg, ds_json)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _main(argv=None) -> int:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML recipe (see recipes/)")
     p.add_argument("--deepspeed", nargs="?", const=True, default=None,
                    help="DeepSpeed JSON (or a bare flag, with --deepspeed_config)")
@@ -34,12 +35,16 @@ def main(argv=None):
     try:  # before any distributed setup: a bad setting costs no rendezvous
         cfg = load_config(args.config, args.overrides)
     except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
-        return _fail(exc, 2)
-    try:
-        train(cfg, ds_json or "ds_configs/zero3.json")
-    except CheckpointWriteError as exc:  # disk full: the previous checkpoint is intact, say so in one line
-        return _fail(exc, 1)
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from None
+    train(cfg, ds_json or "ds_configs/zero3.json")
     return 0
+
+
+def main(argv=None) -> int:
+    """One `error:` line and exit 2 for bad input (rank 0 says it); a traceback for anything else."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

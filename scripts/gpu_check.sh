@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# One-command device check: kernel tests on the GPU (interpreter off), `pytest --benchmark` at the released
-# model's shapes, and a few bf16 training steps with the Triton and the torch ops backends, all inside a
-# time budget; stages that would not fit are skipped and said so. Without CUDA (or with --dry) it runs the
-# same stages at toy sizes on the CPU to check its own plumbing, and says "no CUDA device".
+# One-command device check, each stage in its own time slot, in the order that finds the most bugs per
+# second: setup (offline venv), the product end to end on one GPU (train with the DeepSpeed launcher and
+# NCCL, save, resume, export both layouts, generate a wav and score it), kernel tests with the interpreter
+# off, benchmarks at the released shapes, and a memory probe of the released width. --dry runs the same
+# stages at toy sizes on the CPU; without --dry and without a CUDA device it stops with an error.
 #
-#   scripts/gpu_check.sh [--dry] [--budget SECONDS] [--out DIR] [--work DIR] [--wheels DIR] [--stages a,b]
+#   scripts/gpu_check.sh [--dry] [--budget SECONDS] [--out DIR] [--work DIR] [--wheels DIR] [--data DIR]
+#                        [--stages a,b]
 #
 # Results: $OUT (default runs/gpu_check): summary.md, summary.json, gpu_check.log and one log per stage.
 # Missing Python packages come, offline, from the wheel folder (default .gpu_wheels, filled by
-# `make gpu-wheels`). Details: scripts/gpu_check/run.py and the README's "Checking on a GPU".
+# `make gpu-wheels`). Details: scripts/gpu_check/run.py and docs/gpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

@@ -14,11 +14,12 @@ import torch
 import torchaudio
 
 from higgs_ds.audio_spec import AudioSpec
+from higgs_ds.errors import CodecError
 
 CODEC_KINDS = ("auto", "dac", "higgs")
 
 
-class CodecLoadError(ValueError):
+class CodecLoadError(CodecError):
     """A codec folder or file that is not what was asked for (names the path and what is wrong)."""
 
 

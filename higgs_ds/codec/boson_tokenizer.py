@@ -97,11 +97,11 @@ def _compile(template: str) -> tuple[re.Pattern, list[tuple[str, int]]]:
 def _translate(path: str, source: str, target: str, known: dict[str, int]) -> str | None:
     """`path` written with template `source` rewritten with `target`, or None when `source` does not match."""
     pattern, fields = _compile(source)
-    m = pattern.fullmatch(path)
-    if m is None:
+    match = pattern.fullmatch(path)
+    if match is None:
         return None
     values: dict[str, int | str] = dict(known)
-    for (name, offset), text in zip(fields, m.groups(), strict=True):
+    for (name, offset), text in zip(fields, match.groups(), strict=True):
         value = text if name == "rest" else int(text) - offset
         if (name != "rest" and value < 0) or values.get(name, value) != value:
             return None

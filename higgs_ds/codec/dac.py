@@ -12,6 +12,10 @@ from higgs_ds.device import resolve_device
 
 
 class DacCodec(AudioCodec):
+    # The conv biases turn zero padding into signal: a clip batched with a longer one gets other codes in
+    # its last 1-3 frames. Each waveform is encoded alone, so codes never depend on what shares a batch.
+    pads_independently = False
+
     def __init__(self, cfg: CodecConfig) -> None:
         import dac  # imported lazily: audiotools is slow to import and only codec users need it
 

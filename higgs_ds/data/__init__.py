@@ -1,6 +1,6 @@
 """Data pipeline: manifests -> codec codes -> WebDataset shards -> resumable streaming model batches.
 
-Public API (see the "Data" section of README.md):
+Public API (see docs/data.md):
     build_loader(LoaderConfig, tokenizer, rank, world_size) -> StreamingLoader (state_dict/load_state_dict/metrics)
     build_eval_batches(LoaderConfig, tokenizer, rank, world_size) -> list of batches
     Collator / ChatMLRenderer / SpecialTokens: the batch contract and prompt rendering

@@ -51,8 +51,9 @@ class CollatorConfig:
         return cls(spec.num_codebooks, spec.stream_bos, spec.stream_eos, pad_to_multiple_of)
 
     @classmethod
-    def from_model_config(cls, mcfg, pad_to_multiple_of: int = 8) -> CollatorConfig:
-        return cls(mcfg.audio_num_codebooks, mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id, pad_to_multiple_of)
+    def from_model_config(cls, model_cfg, pad_to_multiple_of: int = 8) -> CollatorConfig:
+        return cls(model_cfg.audio_num_codebooks, model_cfg.audio_stream_bos_id, model_cfg.audio_stream_eos_id,
+                   pad_to_multiple_of)
 
 
 def padded_length(length: int, multiple: int) -> int:
@@ -81,9 +82,10 @@ class Collator:
             for segment in sample.segments:  # already in position order
                 if segment.codes.shape[0] != k:
                     raise ValueError(f"segment has {segment.codes.shape[0]} codebooks, collator expects {k}")
-                audio_ids.append(delay_segment_input(segment.codes, self.cfg.stream_bos, self.cfg.stream_eos).T)
-                if segment.is_output:
-                    audio_labels.append(delay_segment_labels(segment.codes, self.cfg.stream_eos, segment.trained).T)
+                rows, label_rows = self.segment_rows(segment)
+                audio_ids.append(rows)
+                if label_rows is not None:
+                    audio_labels.append(label_rows)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -91,3 +93,11 @@ class Collator:
             "audio_ids": torch.cat(audio_ids).contiguous(),
             "audio_labels": torch.cat(audio_labels).contiguous(),
         }
+
+    def segment_rows(self, segment) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(input rows [N, K], audio-label rows or None for audio-in) of one segment, in the v2 layout
+        (`[BOS | codes | EOS]` delayed); `higgs_ds.data.render_tts3` overrides it for Higgs TTS 3."""
+        rows = delay_segment_input(segment.codes, self.cfg.stream_bos, self.cfg.stream_eos).T
+        if not segment.is_output:
+            return rows, None
+        return rows, delay_segment_labels(segment.codes, self.cfg.stream_eos, segment.trained).T

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from higgs_ds.data.render import SpecialTokens
+from higgs_ds.data.render_tts3 import make_renderer
 from higgs_ds.data.shards import INDEX_NAME, index_spec, list_shards, load_index
 from higgs_ds.data.stream import StreamConfig, WorkerStream
 
@@ -124,7 +124,7 @@ class StreamingLoader:
     def __init__(self, cfg: LoaderConfig, tokenizer, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
-        SpecialTokens.from_tokenizer(tokenizer)  # fail fast on a tokenizer without the Higgs tokens
+        make_renderer(tokenizer, 1)  # fail fast on a tokenizer without the Higgs (v2 or TTS 3) tokens
         self.cfg, self.tokenizer, self.rank, self.world_size = cfg, tokenizer, rank, world_size
         index = load_index(cfg.shards)
         self.spec = index_spec(index, f"{cfg.shards}/{INDEX_NAME}")  # what the codes mean, from the builder

@@ -19,13 +19,14 @@ import numpy as np
 import soundfile
 
 from higgs_ds.data.text import normalize_arabic
+from higgs_ds.errors import DataError
 
 _KNOWN_FIELDS = {"id", "text", "audio", "codes", "speaker", "scene", "ref_audio", "ref_codes", "ref_text"}
 _PATH_FIELDS = ("audio", "codes", "ref_audio", "ref_codes")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
-class BadSampleError(ValueError):
+class BadSampleError(DataError):
     """A manifest line that cannot become a training sample."""
 
     def __init__(self, where: str, sample_id: str | None, kind: str, reason: str) -> None:
@@ -129,8 +130,9 @@ def _is_file(path: str) -> bool:
         return False
 
 
-def estimate_frames(entry: ManifestEntry, frame_rate: float) -> int:
-    """Frames of target + reference, from file headers only (used to plan shard sizes)."""
+def estimate_frames(entry: ManifestEntry, frame_rate: float, max_seconds: float | None = None) -> int:
+    """Frames of target + reference, from file headers only (used to plan shard sizes). Audio longer
+    than `max_seconds` is a bad sample ("too_long"): it is never decoded."""
     total = 0
     for audio_field, codes_field in (("audio", "codes"), ("ref_audio", "ref_codes")):
         audio, codes = getattr(entry, audio_field), getattr(entry, codes_field)
@@ -147,18 +149,24 @@ def estimate_frames(entry: ManifestEntry, frame_rate: float) -> int:
                 raise entry.error("unreadable_audio", f"unreadable '{audio_field}' {audio}: {exc}") from None
             if info.frames <= 0:
                 raise entry.error("empty_audio", f"'{audio_field}' {audio} has no samples")
+            seconds = info.frames / info.samplerate
+            if max_seconds is not None and seconds > max_seconds:
+                raise entry.error("too_long", f"'{audio_field}' {audio} lasts {seconds:.0f} s, over --max-seconds "
+                                  f"{max_seconds:g}: segment it into utterances first (or raise --max-seconds)")
             total += int(info.frames / info.samplerate * frame_rate) + 1
     return total
 
 
-def read_manifest(path: str | Path, skip_bad: bool) -> tuple[list[ManifestEntry], list[dict]]:
+def read_manifest(path: str | Path, skip_bad: bool,
+                  lines: tuple[int, int] | None = None) -> tuple[list[ManifestEntry], list[dict]]:
     """All valid entries in file order, and the rejects (only when ``skip_bad``; else the first bad
-    line raises). Duplicate ids (or ids that collide once made tar-safe) are bad samples."""
+    line raises). Duplicate ids (or ids that collide once made tar-safe) are bad samples. ``lines``:
+    only the 1-based line numbers [first, end) (one part of a split build)."""
     path = Path(path)
     entries, rejects, keys = [], [], {}
     with open(path, "rb") as f:
         for line_no, raw_bytes in enumerate(f, start=1):
-            if not raw_bytes.strip():
+            if not raw_bytes.strip() or (lines and not lines[0] <= line_no < lines[1]):
                 continue
             try:
                 try:

@@ -76,6 +76,16 @@ class SpecialTokens:
         return cls(**ids)
 
 
+def encode_text(tokenizer, text: str, structural: set[int]) -> tuple[int, ...]:
+    """`text` tokenised with ``add_special_tokens=False``; raises when it holds one of the `structural` ids."""
+    ids = tuple(tokenizer.encode(text, add_special_tokens=False))
+    bad = sorted({tokenizer.convert_ids_to_tokens(i) for i in ids if i in structural})
+    if bad:
+        raise ValueError(f"text contains the special token(s) {bad}, which would break the prompt layout: "
+                         f"{text[:80]!r}")
+    return ids
+
+
 @dataclass
 class AudioSegment:
     """One audio content piece, in position order. ``is_output``: assistant audio (<|AUDIO_OUT|>,
@@ -115,12 +125,7 @@ class ChatMLRenderer:
         self._structural = {getattr(self.special, f.name) for f in fields(SpecialTokens)} - allowed_in_text
 
     def _encode(self, text: str) -> tuple[int, ...]:
-        ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
-        bad = sorted({self.tokenizer.convert_ids_to_tokens(i) for i in ids if i in self._structural})
-        if bad:
-            raise ValueError(f"text contains the special token(s) {bad}, which would break the prompt layout: "
-                             f"{text[:80]!r}")
-        return ids
+        return encode_text(self.tokenizer, text, self._structural)
 
     def __call__(self, sample: ChatMLSample) -> RenderedSample:
         sp = self.special

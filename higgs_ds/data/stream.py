@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 import webdataset as wds
 
 from higgs_ds.audio_spec import AudioSpec
-from higgs_ds.data.collate import Collator, CollatorConfig, padded_length
-from higgs_ds.data.render import ChatMLRenderer, RenderedSample
-from higgs_ds.data.schema import PromptConfig, utterance_to_chatml
+from higgs_ds.data.collate import CollatorConfig, padded_length
+from higgs_ds.data.render import RenderedSample
+from higgs_ds.data.render_tts3 import make_collator, make_renderer, render_utterance
+from higgs_ds.data.schema import PromptConfig
 from higgs_ds.data.shards import iter_tar_samples, tar_sample_to_utterance
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,8 @@ class WorkerStream:
         self.expected_samples = expected_samples or {}  # from shards.json: catches silently truncated tars
         self._shard, self._shard_failed = "", False
         self.rank, self.world_size, self.worker, self.num_workers = rank, world_size, worker, num_workers
-        self.renderer = ChatMLRenderer(tokenizer, spec.num_codebooks)
-        self.collate = Collator(self.renderer.special, CollatorConfig.from_spec(spec, cfg.pad_to_multiple_of))
+        self.renderer = make_renderer(tokenizer, spec.num_codebooks)  # the tokenizer's layout: v2 or TTS 3
+        self.collate = make_collator(self.renderer, CollatorConfig.from_spec(spec, cfg.pad_to_multiple_of))
         self.counters = StreamCounters()
 
     def _rng(self, epoch: int, purpose: str) -> random.Random:
@@ -167,7 +168,7 @@ class WorkerStream:
         for raw in shuffled:
             try:
                 utt = tar_sample_to_utterance(raw, self.spec)
-                rendered = self.renderer(utterance_to_chatml(utt, self.cfg.prompt))
+                rendered = render_utterance(self.renderer, utt, self.cfg.prompt)
             except Exception as exc:  # any decoding/rendering failure is a bad sample
                 if self.cfg.strict:
                     raise

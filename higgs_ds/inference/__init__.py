@@ -6,17 +6,18 @@
     result.codes[0]                                        # [K, T] codec codes
 """
 
+from higgs_ds.data.text import normalize_for_eval
 from higgs_ds.inference.audio import decode_codes, write_codes, write_spectrogram, write_wav
 from higgs_ds.inference.config import GenerationConfig
 from higgs_ds.inference.delay import DelayPatternState, codes_from_generated_segment
 from higgs_ds.inference.generate import GenerationResult, generate, generate_from_ids
 from higgs_ds.inference.loading import LoadedModel, load_model
 from higgs_ds.inference.prompt import PromptIds, TTSRequest, build_prompt, left_pad
-from higgs_ds.inference.scoring import SpeechScorer, error_counts, normalize_for_asr
+from higgs_ds.inference.scoring import SpeechScorer, error_counts
 
 __all__ = [
     "DelayPatternState", "GenerationConfig", "GenerationResult", "LoadedModel", "PromptIds", "SpeechScorer",
     "TTSRequest", "build_prompt", "codes_from_generated_segment", "decode_codes", "error_counts", "generate",
-    "generate_from_ids", "left_pad", "load_model", "normalize_for_asr", "write_codes", "write_spectrogram",
+    "generate_from_ids", "left_pad", "load_model", "normalize_for_eval", "write_codes", "write_spectrogram",
     "write_wav",
 ]

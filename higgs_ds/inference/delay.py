@@ -66,6 +66,10 @@ class DelayPatternState:
         self.columns.append(tokens)
         return tokens
 
+    def segment_codes(self, delayed: torch.Tensor, finished: bool, codebook_size: int) -> torch.Tensor:
+        """Codec codes of one generated segment (see `codes_from_generated_segment`)."""
+        return codes_from_generated_segment(delayed, finished, codebook_size)
+
     def segments(self) -> list[torch.Tensor]:
         """The generated delayed segments, one [K, L_b] per prompt (BOS column included)."""
         stacked = torch.stack(self.columns, dim=-1)  # [B, K, L]

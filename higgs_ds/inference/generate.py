@@ -16,15 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from transformers import DynamicCache
 
+from higgs_ds import comm
 from higgs_ds.data.render import ChatMLRenderer
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.inference.config import GenerationConfig
-from higgs_ds.inference.delay import DelayPatternState, codes_from_generated_segment
+from higgs_ds.inference.delay import DelayPatternState
 from higgs_ds.inference.prompt import TTSRequest, build_prompt, left_pad
 from higgs_ds.inference.sampling import select_tokens
+from higgs_ds.inference.tts3 import Tts3DelayState
 
 
 @dataclass
@@ -36,14 +37,14 @@ class GenerationResult:
 
 
 def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return comm.world_size() > 1
 
 
 def _all_finished(local: bool, device, sync: bool) -> bool:
     if not sync:
         return local
     flag = torch.tensor([0.0 if local else 1.0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    comm.all_reduce(flag, comm.ReduceOp.MAX)
     return flag.item() == 0
 
 
@@ -53,19 +54,21 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     """Decode from left-padded prompts whose last position is the all-BOS `<|AUDIO_OUT|>` column.
 
     input_ids / attention_mask [B, S]; audio_ids [N_audio, K] (the model's expanded-input contract)."""
-    mcfg = model.config
+    model_cfg = model.config
     device = next(model.parameters()).device
     sync = _distributed() if sync_ranks is None else sync_ranks
-    if not bool((input_ids[:, -1] == mcfg.audio_out_token_idx).all()):
-        raise ValueError("every prompt must end with the <|AUDIO_OUT|> position of the all-BOS column "
-                         "(build prompts with higgs_ds.inference.build_prompt)")
-    b, k = input_ids.shape[0], mcfg.audio_num_codebooks
+    if not bool(torch.isin(input_ids[:, -1], torch.tensor(model_cfg.audio_head_token_ids)).all()):
+        raise ValueError("every prompt must end with the position that predicts the first audio column (v2: the "
+                         "all-BOS <|AUDIO_OUT|> column; TTS 3: <|audio|>); build prompts with "
+                         "higgs_ds.inference.build_prompt")
+    b, k = input_ids.shape[0], model_cfg.audio_num_codebooks
     input_ids, attention_mask, audio_ids = input_ids.to(device), attention_mask.to(device), audio_ids.to(device)
     generator = None
     if cfg.seed is not None:
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    state = DelayPatternState(b, k, mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id, device)
-    step_ids = torch.full((b, 1), mcfg.audio_out_token_idx, dtype=torch.long, device=device)
+    state_cls = Tts3DelayState if model_cfg.arch == "higgs_tts3" else DelayPatternState  # their stopping rules
+    state = state_cls(b, k, model_cfg.audio_stream_bos_id, model_cfg.audio_stream_eos_id, device)
+    step_ids = torch.full((b, 1), model_cfg.audio_out_token_idx, dtype=torch.long, device=device)
     ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=device)
 
     cache = DynamicCache()
@@ -84,7 +87,7 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
     delayed = state.segments()
     finished = state.finished.tolist()
-    codes = [codes_from_generated_segment(d, f, mcfg.audio_codebook_size).cpu()
+    codes = [state.segment_codes(d, f, model_cfg.audio_codebook_size).cpu()
              for d, f in zip(delayed, finished, strict=True)]
     return GenerationResult([d.cpu() for d in delayed], codes, finished, steps)
 
@@ -96,7 +99,8 @@ def generate(model, renderer: ChatMLRenderer, requests: list[TTSRequest], cfg: G
     if not requests:
         raise ValueError("generate() needs at least one request")
     cfg = cfg or GenerationConfig()
-    mcfg = model.config
-    prompts = [build_prompt(renderer, r, mcfg.audio_stream_bos_id, mcfg.audio_stream_eos_id, prompt) for r in requests]
+    model_cfg = model.config
+    prompts = [build_prompt(renderer, r, model_cfg.audio_stream_bos_id, model_cfg.audio_stream_eos_id, prompt)
+               for r in requests]
     batch = left_pad(prompts, renderer.special.pad)
     return generate_from_ids(model, batch["input_ids"], batch["attention_mask"], batch["audio_ids"], cfg, sync_ranks)

@@ -21,6 +21,7 @@ from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.model.checkpoint import checkpoint_audio_spec, from_pretrained
 from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.model.tts3 import model_for
 from higgs_ds.run_dir import find_run_checkpoint, read_prompt
 
 
@@ -48,7 +49,7 @@ def load_model(path: str | Path, tag: str | None = None, device: str | torch.dev
         raise ValueError(f"{run.path} is a LoRA run: its weights are the base plus adapters. Export it first "
                          f"(python launch/export.py {run.ckpt_dir} --out DIR merges the adapters), then generate "
                          f"from DIR")
-    model = HiggsAudioModel(run.model_config)
+    model = model_for(run.model_config)
     missing, unexpected = model.load_state_dict(run.state_dict(), strict=False)
     if missing or unexpected:
         raise KeyError(f"{run.path}: state dict does not match the model: missing {missing[:8]}, "

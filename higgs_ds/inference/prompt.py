@@ -17,7 +17,10 @@ import torch
 
 from higgs_ds.data.delay_pattern import delay_segment_input
 from higgs_ds.data.render import ChatMLRenderer
+from higgs_ds.data.render_tts3 import Tts3Renderer
 from higgs_ds.data.schema import PromptConfig, Utterance, utterance_to_chatml
+from higgs_ds.data.text import normalize_arabic
+from higgs_ds.errors import ConfigError
 
 
 @dataclass
@@ -31,8 +34,9 @@ class TTSRequest:
     id: str = "request"
 
     def __post_init__(self) -> None:
-        if not self.text.strip():
-            raise ValueError(f"TTSRequest {self.id!r}: empty text")
+        if not normalize_arabic(self.text):  # tatweel or zero-width characters alone normalise to nothing
+            raise ConfigError(f"TTSRequest {self.id!r}: empty text after normalisation ({self.text[:40]!r})",
+                              fix="give words to speak")
         if self.ref_codes is not None:
             self.ref_codes = np.asarray(self.ref_codes)
             if self.ref_codes.ndim != 2 or self.ref_codes.shape[1] == 0:
@@ -52,6 +56,11 @@ def build_prompt(renderer: ChatMLRenderer, request: TTSRequest, stream_bos: int,
     """`prompt` must be the PromptConfig the model was trained with (default: `PromptConfig()`); the stream
     ids are the model's (``audio_stream_bos_id`` / ``audio_stream_eos_id``)."""
     prompt = prompt or PromptConfig()
+    if isinstance(renderer, Tts3Renderer):  # Higgs TTS 3: ends with <|audio|>, no all-BOS column
+        from higgs_ds.inference.tts3 import tts3_prompt
+
+        return PromptIds(*tts3_prompt(renderer, request.text, request.ref_text, request.ref_codes, stream_bos,
+                                      stream_eos, prompt))
     k = renderer.num_codebooks
     empty = np.zeros((k, 0), dtype=np.int64)
     utt = Utterance(id=request.id, text=request.text, codes=empty, scene=request.scene,

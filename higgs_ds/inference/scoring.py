@@ -5,7 +5,9 @@ Per utterance (generated wav, its text, optionally a reference recording of the 
 target voice) it computes whichever metrics its hooks allow:
 
 - `wer`, `cer`: edit rates of an ASR transcript against the text (`jiwer`), after the same Arabic
-  normalisation on both sides (no diacritics, since ASR models rarely emit tashkeel; no punctuation);
+  evaluation normalisation on both sides (`data.text.normalize_for_eval`: no diacritics, since ASR
+  models rarely emit tashkeel; no punctuation; alef/hamza forms, ta marbuta, alef maqsura and digits
+  unified);
 - `sim` (and `sim_<name>` for extra embedders): cosine of speaker embeddings, generated vs reference;
 - `mcd`: mel-cepstral distortion with DTW against the reference (dB, lower is better), and `mcd_sl`,
   the same times the length ratio (DTW alone forgives an output many times the reference's length);
@@ -21,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from higgs_ds.data.text import ArabicTextConfig, normalize_arabic
+from higgs_ds.data.text import normalize_for_eval
 
 Transcriber = Callable[[np.ndarray, int], str]  # (mono waveform, sample rate) -> transcript
 SpeakerEmbedder = Callable[[np.ndarray, int], np.ndarray]  # (mono waveform, sample rate) -> [D] embedding
@@ -37,12 +38,6 @@ QualityScorer = Callable[[np.ndarray, int], dict[str, float]]  # (mono waveform,
 COUNT_KEYS = ("word_errors", "words", "char_errors", "chars")  # per-utterance counts behind corpus WER/CER
 LOWER_IS_BETTER = ("wer", "cer", "mcd", "mcd_sl")
 
-_PUNCTUATION = re.compile(r"[^\w\s]", flags=re.UNICODE)
-_ASR_TEXT = ArabicTextConfig(keep_diacritics=False, unify_punctuation=True)
-
-
-def normalize_for_asr(text: str) -> str:
-    return " ".join(_PUNCTUATION.sub(" ", normalize_arabic(text, _ASR_TEXT)).split())
 
 
 def _edits(ref: list[str], hyp: list[str]) -> int:
@@ -55,8 +50,8 @@ def _edits(ref: list[str], hyp: list[str]) -> int:
 
 
 def error_counts(reference: str, hypothesis: str) -> dict[str, int]:
-    """Word and character edit counts and reference lengths, after `normalize_for_asr`."""
-    ref, hyp = normalize_for_asr(reference), normalize_for_asr(hypothesis)
+    """Word and character edit counts and reference lengths, after `normalize_for_eval`."""
+    ref, hyp = normalize_for_eval(reference), normalize_for_eval(hypothesis)
     ref_chars, hyp_chars = list(ref.replace(" ", "")), list(hyp.replace(" ", ""))
     return {"word_errors": _edits(ref.split(), hyp.split()), "words": len(ref.split()),
             "char_errors": _edits(ref_chars, hyp_chars), "chars": len(ref_chars)}

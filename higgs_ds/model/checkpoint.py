@@ -22,6 +22,8 @@ from safetensors.torch import load_file as _load_file
 from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER, AudioSpec, read_spec
 from higgs_ds.model.config import HiggsAudioConfig, token_ids_from_tokenizer
 from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.model.tts3 import HiggsTTS3Model
+from higgs_ds.model.tts3_checkpoint import check_tts3_tensors, released_to_ours, tts3_config_from_folder
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ def read_config(directory: str | Path) -> dict:
 
 def detect_layout(config_dict: dict) -> str:
     model_type = config_dict.get("model_type")
+    if model_type == "higgs_multimodal_qwen3":  # Higgs TTS 3 (`higgs_ds.model.tts3_checkpoint`)
+        return "tts3"
     if model_type == "higgs_audio_v2":
         return "hf"
     if model_type == "higgs_audio" or "text_config" in config_dict:
@@ -156,6 +160,8 @@ def config_from_checkpoint(directory: str | Path, token_ids: dict[str, int] | No
     special-token ids a plain Llama or a transformers-port config.json does not hold."""
     cfg = read_config(directory)
     layout = detect_layout(cfg)
+    if layout == "tts3":
+        return tts3_config_from_folder(directory, cfg, token_ids)
     if layout == "llama":
         from transformers import LlamaConfig
 
@@ -194,7 +200,10 @@ def checkpoint_state_dict(directory: str | Path, config: HiggsAudioConfig,
     the directory and the missing, unexpected or mis-shaped tensors."""
     layout = detect_layout(read_config(directory))
     raw = read_state_dict(directory, meta=meta)
-    sd = {"boson": boson_to_ours, "hf": hf_to_ours}.get(layout, lambda s: llama_to_ours(s, config))(raw)
+    if layout == "tts3":  # the bundled codec is no model parameter: export copies it (`passthrough_tensors`)
+        check_tts3_tensors(directory, raw)
+        raw = released_to_ours(raw)[0]
+    sd = {"boson": boson_to_ours, "hf": hf_to_ours, "tts3": dict}.get(layout, lambda s: llama_to_ours(s, config))(raw)
     missing = sorted(set(shapes) - set(sd))
     unexpected = sorted(set(sd) - set(shapes))
     if layout == "llama":  # a plain Llama has no audio embeddings or head yet: they keep their fresh init
@@ -225,11 +234,23 @@ def from_pretrained(directory: str | Path, dtype: torch.dtype = torch.float32,
                     token_ids: dict[str, int] | None = None) -> HiggsAudioModel:
     """Build a model from a local checkpoint directory of any supported layout (special-token ids that
     the config lacks come from `token_ids` or the tokenizer saved in the directory)."""
+    if detect_layout(read_config(directory)) == "tts3":
+        model = HiggsTTS3Model(config_from_checkpoint(directory, token_ids)).to(dtype)
+        load_weights(model, directory)
+        return model
     if token_ids is None and detect_layout(read_config(directory)) != "boson":
         token_ids = tokenizer_ids_in(directory)
     model = HiggsAudioModel(config_from_checkpoint(directory, token_ids)).to(dtype)
     load_weights(model, directory)
     return model
+
+
+def passthrough_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a Higgs TTS 3 folder that are no model parameters (its bundled codec), to be written
+    back unchanged on export; empty for other layouts."""
+    if detect_layout(read_config(directory)) != "tts3":
+        return {}
+    return released_to_ours(read_state_dict(directory))[1]
 
 
 # ---- saving ----------------------------------------------------------------------------------

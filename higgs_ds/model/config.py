@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from transformers import LlamaConfig
 
 from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER as _RELEASED_CODES
 
 ADAPTER_TYPES = ("dual_ffn", "dual_ffn_fast_forward")
+# Model generations: Higgs Audio v2 (this file's config) or Higgs TTS 3 (`higgs_ds.model.tts3_config`).
+ModelArch = Literal["higgs_v2_dualffn", "higgs_tts3"]
 
 # config field -> the special token whose id it holds (the tokenizer is the authority on these ids)
 TOKEN_FIELDS = {
@@ -53,8 +55,25 @@ _BOSON_FIELDS = (
 )
 
 
+class AudioModelShape:
+    """What both generations' configs derive alike from `text_config` and `audio_codebook_size`."""
+
+    @property
+    def codebook_rows(self) -> int:
+        """Rows per codebook table: the codes plus the stream BOS and EOS (TTS 3: BOC and EOC)."""
+        return self.audio_codebook_size + 2
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_config.vocab_size
+
+
 @dataclass
-class HiggsAudioConfig:
+class HiggsAudioConfig(AudioModelShape):
     text_config: LlamaConfig
     # Defaults: the released checkpoints' codes (their config.json may omit these fields).
     audio_num_codebooks: int = _RELEASED_CODES.num_codebooks
@@ -73,20 +92,21 @@ class HiggsAudioConfig:
     skip_audio_tower: bool = True
     audio_embed_avg: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    arch: ClassVar[str] = "higgs_v2_dualffn"
 
     def __post_init__(self):
         if isinstance(self.text_config, dict):
             self.text_config = LlamaConfig(**self.text_config)
-        tc = self.text_config
+        text_cfg = self.text_config
         if self.audio_adapter_type not in ADAPTER_TYPES:
             raise ValueError(
                 f"audio_adapter_type={self.audio_adapter_type!r} is not supported; use one of {ADAPTER_TYPES}"
             )
         if self.audio_dual_ffn_layers is None:
-            self.audio_dual_ffn_layers = list(range(tc.num_hidden_layers))
-        bad = [i for i in self.audio_dual_ffn_layers if not 0 <= i < tc.num_hidden_layers]
+            self.audio_dual_ffn_layers = list(range(text_cfg.num_hidden_layers))
+        bad = [i for i in self.audio_dual_ffn_layers if not 0 <= i < text_cfg.num_hidden_layers]
         if bad:
-            raise ValueError(f"audio_dual_ffn_layers {bad} outside [0, {tc.num_hidden_layers})")
+            raise ValueError(f"audio_dual_ffn_layers {bad} outside [0, {text_cfg.num_hidden_layers})")
         if self.audio_num_codebooks < 1 or self.audio_codebook_size < 1:
             raise ValueError("audio_num_codebooks and audio_codebook_size must be positive")
         for name in ("audio_stream_bos_id", "audio_stream_eos_id"):
@@ -94,25 +114,17 @@ class HiggsAudioConfig:
                 raise ValueError(f"{name}={getattr(self, name)} outside the {self.codebook_rows}-row codebook")
         for name in ("audio_in_token_idx", "audio_out_token_idx", "audio_out_bos_token_id",
                      "audio_eos_token_id", "pad_token_id"):
-            if not 0 <= getattr(self, name) < tc.vocab_size:
-                raise ValueError(f"{name}={getattr(self, name)} outside the text vocabulary ({tc.vocab_size})")
+            if not 0 <= getattr(self, name) < text_cfg.vocab_size:
+                raise ValueError(f"{name}={getattr(self, name)} outside the text vocabulary ({text_cfg.vocab_size})")
         if self.audio_embed_avg:
             raise ValueError("audio_embed_avg=True is not supported (the released model sums codebooks)")
         # One attention implementation everywhere: our masks are boolean 4-D masks.
-        tc._attn_implementation = "sdpa"
+        text_cfg._attn_implementation = "sdpa"
 
     @property
-    def codebook_rows(self) -> int:
-        """Rows per codebook table: the codes plus the stream BOS and EOS."""
-        return self.audio_codebook_size + 2
-
-    @property
-    def hidden_size(self) -> int:
-        return self.text_config.hidden_size
-
-    @property
-    def vocab_size(self) -> int:
-        return self.text_config.vocab_size
+    def audio_head_token_ids(self) -> tuple[int, ...]:
+        """Ids of the positions whose hidden state goes through the audio head."""
+        return (self.audio_out_token_idx,)
 
     def is_dual_ffn_layer(self, i: int) -> bool:
         return i in self.audio_dual_ffn_layers
@@ -144,13 +156,14 @@ class HiggsAudioConfig:
 
         if len(self.audio_dual_ffn_layers) != self.text_config.num_hidden_layers:
             raise ValueError("the transformers port has no fast-forward layers: every layer must be DualFFN")
-        tc = self.text_config
+        text_cfg = self.text_config
         return HiggsAudioV2Config(
-            vocab_size=tc.vocab_size, hidden_size=tc.hidden_size, intermediate_size=tc.intermediate_size,
-            num_hidden_layers=tc.num_hidden_layers, num_attention_heads=tc.num_attention_heads,
-            num_key_value_heads=tc.num_key_value_heads, head_dim=tc.head_dim,
-            max_position_embeddings=tc.max_position_embeddings, rms_norm_eps=tc.rms_norm_eps,
-            rope_parameters=dict(tc.rope_parameters), pad_token_id=self.pad_token_id,
+            vocab_size=text_cfg.vocab_size, hidden_size=text_cfg.hidden_size,
+            intermediate_size=text_cfg.intermediate_size,
+            num_hidden_layers=text_cfg.num_hidden_layers, num_attention_heads=text_cfg.num_attention_heads,
+            num_key_value_heads=text_cfg.num_key_value_heads, head_dim=text_cfg.head_dim,
+            max_position_embeddings=text_cfg.max_position_embeddings, rms_norm_eps=text_cfg.rms_norm_eps,
+            rope_parameters=dict(text_cfg.rope_parameters), pad_token_id=self.pad_token_id,
             num_codebooks=self.audio_num_codebooks, codebook_size=self.codebook_rows,
             audio_token_id=self.audio_out_token_idx, audio_bos_token_id=self.audio_out_bos_token_id,
             audio_stream_bos_id=self.audio_stream_bos_id, audio_stream_eos_id=self.audio_stream_eos_id,
@@ -185,13 +198,17 @@ class HiggsAudioConfig:
         return cls.from_boson_dict(d)
 
 
+def tiny_text_sizes(overrides: dict[str, Any]) -> dict[str, int]:
+    """The tiny backbone's sizes, with those given in `overrides` applied (and taken out of it)."""
+    sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+    sizes.update({k: overrides.pop(k) for k in list(overrides) if k in sizes})
+    return sizes
+
+
 def tiny_config(vocab_size: int = 512, **overrides) -> HiggsAudioConfig:
     """A small GQA config for tests and the CPU demo. Token ids must fit in `vocab_size`."""
-    text_keys = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "head_dim", "max_position_embeddings"}
-    text_kw = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
-    text_kw.update({k: overrides.pop(k) for k in list(overrides) if k in text_keys})
+    text_kw = tiny_text_sizes(overrides)
     text = LlamaConfig(
         vocab_size=vocab_size, rms_norm_eps=1e-5, tie_word_embeddings=False,
         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,

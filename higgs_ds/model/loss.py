@@ -72,9 +72,11 @@ def shifted_targets(labels, audio_labels, audio_out_mask):
     return text_t, next_pos[audio_out_mask]
 
 
-def target_counts(batch: dict, audio_out_token_idx: int) -> torch.Tensor:
-    """[1 + K] valid-target counts of a batch, known before the forward (for global normalisers)."""
-    out_mask = batch["input_ids"] == audio_out_token_idx
+def target_counts(batch: dict, audio_head_token_ids: int | tuple[int, ...]) -> torch.Tensor:
+    """[1 + K] valid-target counts of a batch, known before the forward (for global normalisers).
+    `audio_head_token_ids`: the ids of the audio head's positions (the config's `audio_head_token_ids`)."""
+    ids = torch.as_tensor(audio_head_token_ids, device=batch["input_ids"].device).view(-1)
+    out_mask = torch.isin(batch["input_ids"], ids)
     text_t, audio_t = shifted_targets(batch["labels"], batch["audio_labels"], out_mask)
     text = (text_t != IGNORE_INDEX).sum().view(1)
     return torch.cat([text, (audio_t != IGNORE_INDEX).sum(0)]).float()

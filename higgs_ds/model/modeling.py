@@ -35,16 +35,16 @@ class DualFFNDecoderLayer(nn.Module):
 
     def __init__(self, config: HiggsAudioConfig, layer_idx: int):
         super().__init__()
-        tc = config.text_config
+        text_cfg = config.text_config
         self.fast_forward = not config.is_dual_ffn_layer(layer_idx)
-        self.self_attn = LlamaAttention(tc, layer_idx)
-        self.mlp = LlamaMLP(tc)
-        self.input_layernorm = LlamaRMSNorm(tc.hidden_size, eps=tc.rms_norm_eps)
-        self.post_attention_layernorm = LlamaRMSNorm(tc.hidden_size, eps=tc.rms_norm_eps)
+        self.self_attn = LlamaAttention(text_cfg, layer_idx)
+        self.mlp = LlamaMLP(text_cfg)
+        self.input_layernorm = LlamaRMSNorm(text_cfg.hidden_size, eps=text_cfg.rms_norm_eps)
+        self.post_attention_layernorm = LlamaRMSNorm(text_cfg.hidden_size, eps=text_cfg.rms_norm_eps)
         if not self.fast_forward:
-            self.audio_mlp = LlamaMLP(tc)
-            self.audio_input_layernorm = LlamaRMSNorm(tc.hidden_size, eps=tc.rms_norm_eps)
-            self.audio_post_attention_layernorm = LlamaRMSNorm(tc.hidden_size, eps=tc.rms_norm_eps)
+            self.audio_mlp = LlamaMLP(text_cfg)
+            self.audio_input_layernorm = LlamaRMSNorm(text_cfg.hidden_size, eps=text_cfg.rms_norm_eps)
+            self.audio_post_attention_layernorm = LlamaRMSNorm(text_cfg.hidden_size, eps=text_cfg.rms_norm_eps)
 
     def forward(self, hidden, audio_mask, attn_mask, text_only_attn_mask, position_embeddings,
                 past_key_values=None):
@@ -112,13 +112,13 @@ class HiggsAudioModel(nn.Module):
     def __init__(self, config: HiggsAudioConfig):
         super().__init__()
         self.config = config
-        tc = config.text_config
-        self.embed_tokens = nn.Embedding(tc.vocab_size, tc.hidden_size)
+        text_cfg = config.text_config
+        self.embed_tokens = nn.Embedding(text_cfg.vocab_size, text_cfg.hidden_size)
         self.audio_codebook_embeddings = nn.Embedding(config.audio_num_codebooks * config.codebook_rows,
-                                                      tc.hidden_size)
-        self.layers = nn.ModuleList(DualFFNDecoderLayer(config, i) for i in range(tc.num_hidden_layers))
-        self.norm = LlamaRMSNorm(tc.hidden_size, eps=tc.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=tc)
+                                                      text_cfg.hidden_size)
+        self.layers = nn.ModuleList(DualFFNDecoderLayer(config, i) for i in range(text_cfg.num_hidden_layers))
+        self.norm = LlamaRMSNorm(text_cfg.hidden_size, eps=text_cfg.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=text_cfg)
         self.audio_decoder_proj = AudioDecoderProj(config)
         self.register_buffer("codebook_offsets", torch.arange(config.audio_num_codebooks) * config.codebook_rows,
                              persistent=False)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from higgs_ds.constants import IGNORE_INDEX  # noqa: F401 (re-exported)
-from higgs_ds.ops.chunked_ce import (
+from higgs_ds.kernels.chunked_ce import (
     chunked_codebook_linear_cross_entropy,
     chunked_linear_cross_entropy,
 )

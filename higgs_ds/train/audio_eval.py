@@ -8,8 +8,10 @@ reference codes):
   frame accuracy (reference frames whose K codes are all reproduced at the same index), codebook-0
   accuracy, length ratio (generated / reference frames) and whether the EOS diagonal was reached;
 - on rank 0: the generation decoded to a wav, its codes (.npy) and a spectrogram PNG under
-  ``<run_dir>/audio_eval/stepNNNNNN/``, logged to wandb as audio + image, and the scalars written to
-  metrics.jsonl (kind "audio_eval"); optional ASR / speaker-similarity scores (`SpeechScorer`).
+  ``<run_dir>/audio_eval/stepNNNNNN/``, logged to the metric sinks (wandb, TensorBoard) as audio + image,
+  and the scalars written to metrics.jsonl (kind "audio_eval"); optional ASR / speaker-similarity scores
+  (`SpeechScorer`). The references are decoded once into ``audio_eval/reference/`` (wav, codes,
+  spectrogram) and the prompts' texts go into ``audio_eval/prompts.json``, for the run report.
 
 ZeRO-3: every rank builds the same prompts and calls `run` at the same step; the model is called
 identically on all ranks (one teacher-forced forward, then generation with the stop flag
@@ -19,19 +21,20 @@ all-reduced each step, see `higgs_ds.inference.generate`). Only rank 0 decodes a
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from higgs_ds import comm
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.codec import AudioCodec, load_codec_for_spec
-from higgs_ds.data.collate import Collator, CollatorConfig
-from higgs_ds.data.render import ChatMLRenderer
-from higgs_ds.data.schema import PromptConfig, Utterance, utterance_to_chatml
+from higgs_ds.data.collate import CollatorConfig
+from higgs_ds.data.render_tts3 import make_collator, make_renderer, render_utterance
+from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.data.shards import iter_tar_samples, list_shards, tar_sample_to_utterance
 from higgs_ds.inference import (
     GenerationConfig,
@@ -44,8 +47,9 @@ from higgs_ds.inference import (
     write_wav,
 )
 from higgs_ds.inference.scoring import ScorerConfig, build_scorer
+from higgs_ds.report import LISTENING_ROWS
 
-log = logging.getLogger("higgs_ds")
+log = logging.getLogger(__name__)
 
 
 def _eval_generation() -> GenerationConfig:
@@ -109,14 +113,14 @@ class AudioEvaluator:
         prefixes the metric keys and names the output folder; "" is the held-out evaluation."""
         self.name = name
         self.model = model
-        self.renderer = ChatMLRenderer(tokenizer, model.config.audio_num_codebooks)
-        self.collate = Collator(self.renderer.special, CollatorConfig.from_model_config(model.config))
+        self.renderer = make_renderer(tokenizer, model.config.audio_num_codebooks)  # v2 ChatML or TTS 3
+        self.collate = make_collator(self.renderer, CollatorConfig.from_model_config(model.config))
         self.codec = codec
         self.utterances = utterances
         self.generation = generation
         self.prompt = prompt or PromptConfig()  # must be the training prompt layout
         self.scorer = scorer
-        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.rank = comm.rank()
         if self.rank == 0 and codec is None:
             raise ValueError("AudioEvaluator: rank 0 needs a codec to decode the generated audio")
 
@@ -130,7 +134,7 @@ class AudioEvaluator:
         split = cfg.shards or eval_shards
         if not split:
             raise ValueError("audio_eval: set audio_eval.shards or data.eval_shards")
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        rank = comm.rank()
         codec = load_codec_for_spec(spec, cfg.codec_path, what="the training shards' codes") if rank == 0 else None
         if scorer is None and cfg.score and rank == 0:
             scorer = build_scorer(cfg.scorer)
@@ -146,7 +150,7 @@ class AudioEvaluator:
 
     @torch.no_grad()
     def teacher_forced(self) -> dict[str, float]:
-        samples = [self.renderer(utterance_to_chatml(u, self.prompt)) for u in self.utterances]
+        samples = [render_utterance(self.renderer, u, self.prompt) for u in self.utterances]
         batch = {k: v.to(self._device()) for k, v in self.collate(samples).items()}
         sums = self.model(batch["input_ids"], batch["audio_ids"], batch["attention_mask"], labels=batch["labels"],
                           audio_labels=batch["audio_labels"]).loss_sums
@@ -188,19 +192,27 @@ class AudioEvaluator:
         root = run_dir / "audio_eval" / self.name if self.name else run_dir / "audio_eval"
         out_dir = root / f"step{step:06d}"
         sr = self.codec.sample_rate
-        wavs, media = [], {}  # media: id -> (waveform, spectrogram png)
+        key = f"audio_eval/{self.name}/" if self.name else "audio_eval/"
+        wavs, audio, images = [], {}, {}  # audio / images: the tags the metric sinks log
         for utt, c in zip(self.utterances, codes, strict=True):
             wav = decode_codes(self.codec, c)
             wavs.append(wav.numpy())
             write_wav(out_dir / f"{utt.id}.wav", wav, sr)
             write_codes(out_dir / f"{utt.id}.npy", c)
             png = write_spectrogram(out_dir / f"{utt.id}.png", wav, sr, title=f"step {step} · {utt.id}")
-            media[utt.id] = (wavs[-1], png)
+            audio[f"{key}{utt.id}/audio"], images[f"{key}{utt.id}/spectrogram"] = (wavs[-1], sr), png
         ref_wavs = [decode_codes(self.codec, r).numpy() for r in refs]
         ref_dir = root / "reference"
-        for utt, wav in zip(self.utterances, ref_wavs, strict=True):
+        for utt, wav, ref in zip(self.utterances, ref_wavs, refs, strict=True):
             if not (ref_dir / f"{utt.id}.wav").is_file():  # the targets, decoded once for comparison
                 write_wav(ref_dir / f"{utt.id}.wav", torch.from_numpy(wav), sr)
+                write_codes(ref_dir / f"{utt.id}.npy", ref)
+                png = write_spectrogram(ref_dir / f"{utt.id}.png", torch.from_numpy(wav), sr,
+                                        title=f"{utt.id} · target")
+                audio[f"{key}{utt.id}/reference"], images[f"{key}{utt.id}/reference_spectrogram"] = (wav, sr), png
+        if not (root / "prompts.json").is_file():  # what each prompt says, for the run report
+            prompts = {u.id: {"text": u.text, "speaker": u.speaker, "ref_text": u.ref_text} for u in self.utterances}
+            (root / "prompts.json").write_text(json.dumps(prompts, ensure_ascii=False, indent=1), encoding="utf-8")
         scores = {}
         if self.scorer is not None:
             other = self.scorer.similarity_to_other_voices(wavs, sr, ref_wavs, [u.speaker for u in self.utterances])
@@ -208,25 +220,14 @@ class AudioEvaluator:
                 scores["score/sim_other_voices"] = other
             scores |= {f"score/{k}": v for k, v in self.scorer.score(wavs, sr, [u.text for u in self.utterances],
                                                                     ref_wavs).items()}
-        wandb_run = getattr(writer, "wandb", None)
-        if wandb_run is not None:
-            import wandb
-
-            key = f"audio_eval/{self.name}/" if self.name else "audio_eval/"
-            wandb_run.log({**{f"{key}{uid}/audio": wandb.Audio(w, sample_rate=sr, caption=uid)
-                              for uid, (w, _) in media.items()},
-                           **{f"{key}{uid}/spectrogram": wandb.Image(str(p)) for uid, (_, p) in media.items()}},
-                          step=step)
+        if writer is not None:
+            writer.write_media(step, audio, images)
         log.info("audio eval @ %d: %s", step, out_dir)
         return scores
 
 
-# (label, metric key, format) of the listening table printed at the end of a run
-_SUMMARY_ROWS = (("length ratio", "gen/length_ratio", "{:.2f}"), ("stop rate", "gen/stop_rate", "{:.2f}"),
-                 ("frame accuracy", "gen/frame_acc", "{:.3f}"), ("speaker sim, own voice", "score/sim", "{:.3f}"),
-                 ("speaker sim, other voices", "score/sim_other_voices", "{:.3f}"),
-                 ("DNSMOS overall", "score/dnsmos_ovrl", "{:.2f}"), ("MCD (dB)", "score/mcd", "{:.2f}"),
-                 ("MCD x length ratio", "score/mcd_sl", "{:.2f}"), ("CER", "score/cer", "{:.3f}"))
+# (label, metric key, format) of the listening table printed at the end of a run (and in its report)
+_SUMMARY_ROWS = LISTENING_ROWS
 
 
 def listening_summary(run_dir: str | Path) -> str | None:

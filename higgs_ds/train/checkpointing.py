@@ -28,19 +28,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from higgs_ds.run_dir import COMPLETE, complete_tags, is_complete, latest_tag, safe_load  # noqa: F401 (re-exported)
+from higgs_ds import comm
+from higgs_ds.errors import CheckpointError, UserError
+from higgs_ds.run_dir import (  # noqa: F401 (re-exported)
+    COMPLETE,
+    complete_tags,
+    damaged_file,
+    is_complete,
+    latest_tag,
+    safe_load,
+    tag_listing,
+)
 
-log = logging.getLogger("higgs_ds")
+log = logging.getLogger(__name__)
 TRASH = ".deleting-"
 # Test-only fault injection: "<point>:<step>:<rank>[:kill|torn|enospc]" makes that rank SIGKILL itself
 # (torn: after cutting its newest file in half) or fail with ENOSPC at that point of that step's save.
 FAULT_ENV = "HIGGS_DS_CHECKPOINT_FAULT"
 
 
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the previous complete checkpoint is untouched."""
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written; the previous complete checkpoint is untouched. Exit status 1:
+    the input was fine, the disk was not."""
+
+    exit_code = 1
 
 
 def _fault(point: str, step: int, tag_dir: Path) -> None:
@@ -48,7 +60,7 @@ def _fault(point: str, step: int, tag_dir: Path) -> None:
     if not spec:
         return
     where, at_step, rank, *action = spec.split(":")
-    if (where, int(at_step), int(rank)) != (point, step, dist.get_rank()):
+    if (where, int(at_step), int(rank)) != (point, step, comm.rank()):
         return
     action = action[0] if action else "kill"
     if action == "enospc":
@@ -130,12 +142,12 @@ def _write_error(exc: Exception, ckpt_dir: Path, tag: str, free: int) -> Checkpo
 def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep_last: int) -> str:
     tag = f"step{step:06d}"
     tag_dir = ckpt_dir / tag
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = comm.rank(), comm.world_size()
     if rank == 0 and tag_dir.exists():  # leftovers of an interrupted save (or an abandoned future)
         if latest_tag(ckpt_dir) == tag:
             _write_latest(ckpt_dir, max((t for t in complete_tags(ckpt_dir) if t < tag), default=None))
         _discard(tag_dir)
-    dist.barrier()
+    comm.barrier()
     try:
         engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
         _fault("engine_saved", step, tag_dir)
@@ -144,7 +156,7 @@ def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep
         _fault("rank_state_saved", step, tag_dir)
         if rank == 0:
             (tag_dir / "config.json").write_text(json.dumps(config, indent=2))
-        dist.barrier()  # every rank's files exist before the tag is marked complete
+        comm.barrier()  # every rank's files exist before the tag is marked complete
         if rank == 0:
             files = {p.name: p.stat().st_size for p in sorted(tag_dir.iterdir()) if p.is_file()}
             tmp = tag_dir / (COMPLETE + ".tmp")
@@ -161,7 +173,7 @@ def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep
         if not is_complete(tag_dir):
             shutil.rmtree(tag_dir, ignore_errors=True)  # give the space back; `latest` never named it
         raise _write_error(exc, ckpt_dir, tag, free) from exc
-    dist.barrier()
+    comm.barrier()
     return tag
 
 
@@ -174,34 +186,60 @@ def _write_latest(ckpt_dir: Path, tag: str | None) -> None:
     os.replace(tmp, ckpt_dir / "latest")
 
 
-def _auto_tag(ckpt_dir: Path) -> str | None:
-    """`latest`, or the newest complete tag when `latest` is missing or names an incomplete one."""
+def _auto_tag(ckpt_dir: Path, warn: bool = True) -> str | None:
+    """`latest`, or the newest complete tag whose files all load when `latest` is missing, unreadable,
+    names an incomplete tag or one with a damaged file (one warning names what was skipped)."""
     latest = latest_tag(ckpt_dir)
-    if latest is not None and is_complete(ckpt_dir / latest):
-        return latest
-    fallback = max(complete_tags(ckpt_dir), default=None)
-    if latest is not None or fallback is not None:
-        log.warning("%s: latest=%s is not a complete checkpoint; using %s", ckpt_dir, latest, fallback)
-    return fallback
+    skipped = []
+    candidates = [latest] * (latest is not None) + sorted(complete_tags(ckpt_dir), reverse=True)
+    for tag in dict.fromkeys(candidates):  # `latest` first, then newest first, each once
+        if not is_complete(ckpt_dir / tag):
+            skipped.append(f"latest={tag} is not a complete checkpoint")
+            continue
+        damage = damaged_file(ckpt_dir / tag)
+        if damage is None:
+            if skipped and warn:
+                log.warning("%s: %s; using %s", ckpt_dir, "; ".join(skipped), tag)
+            return tag
+        skipped.append(f"{tag}/{damage}")
+    if skipped and warn:
+        log.warning("%s: %s; no complete checkpoint left, starting fresh", ckpt_dir, "; ".join(skipped))
+    return None
+
+
+def choose_resume_tag(ckpt_dir: Path, resume: str | None, warn: bool = True) -> str | None:
+    """The tag to resume from (None: a fresh start), or a CheckpointError saying why `resume` cannot be
+    honoured. Reads only the file system, so it also runs before any process group exists."""
+    latest = latest_tag(ckpt_dir) or max(complete_tags(ckpt_dir), default=None)
+    if resume is None:
+        if latest is not None:
+            raise CheckpointError(f"{ckpt_dir} already holds checkpoints (latest: {latest})", where="resume",
+                                  fix="pass resume=auto to continue that run, or use a new run_dir")
+        return None
+    if resume == "auto":
+        return _auto_tag(ckpt_dir, warn)
+    if not (ckpt_dir / resume).is_dir():
+        raise CheckpointError(f"no such tag {resume!r}", where=f"resume={resume}", fix=tag_listing(ckpt_dir))
+    if not is_complete(ckpt_dir / resume):
+        raise CheckpointError(f"{ckpt_dir / resume} is incomplete (its save was interrupted)",
+                              where=f"resume={resume}", fix="resume=auto takes the newest complete checkpoint")
+    damage = damaged_file(ckpt_dir / resume)
+    if damage:
+        raise CheckpointError(f"checkpoint file {damage}", where=f"resume={resume}",
+                              fix=f"resume=auto takes the newest loadable checkpoint; {tag_listing(ckpt_dir)}")
+    return resume
 
 
 def resolve_resume(ckpt_dir: Path, resume: str | None) -> str | None:
     """The tag to resume from, decided on rank 0 and broadcast so that every rank agrees.
     A fresh run (resume=None) refuses a run directory that already holds checkpoints."""
     decision = [None]
-    if dist.get_rank() == 0:
-        latest = latest_tag(ckpt_dir)
-        if resume is None and latest is not None:
-            decision = [FileExistsError(f"{ckpt_dir} already holds checkpoints (latest: {latest}); pass "
-                                        f"resume=auto to continue that run, or use a new run_dir")]
-        elif resume not in (None, "auto") and not (ckpt_dir / resume).is_dir():
-            decision = [FileNotFoundError(f"resume={resume!r}: no such checkpoint in {ckpt_dir}")]
-        elif resume not in (None, "auto") and not is_complete(ckpt_dir / resume):
-            decision = [FileNotFoundError(f"resume={resume!r}: {ckpt_dir / resume} is incomplete (its save was "
-                                          f"interrupted); resume=auto takes the newest complete checkpoint")]
-        else:
-            decision = [_auto_tag(ckpt_dir) if resume == "auto" else resume]
-    dist.broadcast_object_list(decision, src=0)
+    if comm.rank() == 0:
+        try:
+            decision = [choose_resume_tag(ckpt_dir, resume)]
+        except CheckpointError as exc:
+            decision = [exc]
+    comm.broadcast_object_list(decision, src=0)
     if isinstance(decision[0], Exception):
         raise decision[0]
     return decision[0]
@@ -209,10 +247,10 @@ def resolve_resume(ckpt_dir: Path, resume: str | None) -> str | None:
 
 def load(engine, ckpt_dir: Path, tag: str) -> dict:
     """Restore engine state and this rank's own state; returns the per-rank state dict."""
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = comm.rank(), comm.world_size()
     path = ckpt_dir / tag / f"higgs_rank{rank}.pt"
-    missing = torch.tensor([0.0 if path.exists() else 1.0])
-    dist.all_reduce(missing)  # every rank raises together instead of the others hanging
+    missing = torch.tensor([0.0 if path.exists() else 1.0])  # on the CPU: comm moves it where NCCL wants it
+    comm.all_reduce(missing)  # every rank raises together instead of the others hanging
     if missing.item():
         raise FileNotFoundError(f"{ckpt_dir / tag}: {int(missing.item())} rank(s) have no higgs_rank*.pt: the "
                                 f"checkpoint was written by a different world size or is incomplete")

@@ -13,20 +13,25 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from higgs_ds.data.loader import LoaderConfig
+from higgs_ds.model.config import ModelArch
+from higgs_ds.ops import OpsBackend
 from higgs_ds.train.audio_eval import AudioEvalConfig
 from higgs_ds.train.lora import LoraConfig
+from higgs_ds.train.tensorboard_log import tensorboard_available
 
-log = logging.getLogger("higgs_ds")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ModelConfig:
-    init: str | None = None  # local Higgs Audio v2 (Boson or transformers layout) or Llama checkpoint dir
+    init: str | None = None  # local Higgs Audio v2 (Boson or transformers layout), Higgs TTS 3 or Llama dir
+    # The model generation; `init` and the tokenizer's prompt layout must match it (checked at start-up).
+    arch: ModelArch = "higgs_v2_dualffn"
     # a fresh model when init is None: sizes of the tiny demo model
     hidden_size: int = 128
     intermediate_size: int = 256
@@ -78,6 +83,10 @@ class LossConfig:
             raise ValueError(f"loss weights must be >= 0, got {weights}")
 
 
+def default_loggers() -> list[str]:
+    return ["wandb", "tensorboard"] if tensorboard_available() else ["wandb"]
+
+
 @dataclass
 class TrainConfig:
     run_dir: str = "runs/demo"
@@ -85,10 +94,10 @@ class TrainConfig:
     stop_at: int | None = None  # end this job early at that step (checkpointed), e.g. before a time limit
     grad_accum: int = 1
     seed: int = 1234
-    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or "fp32" / "bf16"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     activation_checkpointing: bool = False
-    freeze: str = "none"  # "none" | "audio_only" (train audio MLPs, audio norms, codebook embeddings, audio head)
-    ops_backend: str = "auto"  # "auto" (Triton on CUDA) | "torch" | "triton"
+    freeze: Literal["none", "audio_only"] = "none"  # audio_only: audio MLPs, norms, codebook embeddings, head
+    ops_backend: OpsBackend = "auto"  # auto: Triton on CUDA after a self-check, else PyTorch
     log_every: int = 10
     predict_every: int = 50
     eval_every: int = 100
@@ -98,7 +107,9 @@ class TrainConfig:
     max_nonfinite: int = 5  # stop after this many non-finite micro-batches in a row
     dist_timeout_s: int = 600  # a rank waiting longer than this on a dead peer errors out instead of hanging
     peak_tflops: float | None = None  # per device, for MFU; None = no MFU
-    wandb_project: str | None = "higgs-ds"
+    wandb_project: str | None = "higgs-ds"  # None: no wandb, whatever `loggers` says
+    # metric sinks besides metrics.jsonl (rank 0); default: wandb, plus tensorboard when it is installed
+    loggers: list[Literal["wandb", "tensorboard"]] = field(default_factory=default_loggers)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(shards="data/demo/train"))
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -109,10 +120,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.grad_accum < 1:
             raise ValueError("steps and grad_accum must be >= 1")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision={self.precision!r}: use auto, fp32 or bf16")
-        if self.freeze not in ("none", "audio_only"):
-            raise ValueError(f"freeze={self.freeze!r}: use none or audio_only")
+        check_choices(self)
+        if "tensorboard" in self.loggers and not tensorboard_available():
+            raise ValueError("loggers: tensorboard is not installed (pip install tensorboard), or drop it from loggers")
         if self.lora.enabled and self.freeze != "none":
             raise ValueError(f"lora.enabled with freeze={self.freeze!r}: LoRA chooses what trains (lora.targets, "
                              f"lora.train_audio_*); set freeze=none")
@@ -165,11 +175,35 @@ def _typed(value, hint, key: str):
         value = str(value)  # run_dir=2024, resume=... : YAML read a number where a string is meant
     if not _conforms(value, hint):
         plain = typing.get_origin(hint) is None and isinstance(hint, type)
-        wanted = "a group of keys" if dataclasses.is_dataclass(hint) else hint.__name__ if plain else str(hint)
+        wanted = _choices(hint) or ("a group of keys" if dataclasses.is_dataclass(hint) else hint.__name__ if plain
+                                    else str(hint))
         raise ValueError(f"{key}={value!r}: expected {wanted}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{key}={value!r}: must be finite")
     return value
+
+
+def _choices(hint) -> str | None:
+    """"one of 'a', 'b'" for a `Literal` hint (or "a list of ..." for a list of them); None otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is list and args and (inner := _choices(args[0])):
+        return "a list, each " + inner
+    if origin in (typing.Union, types.UnionType):
+        inner = [_choices(a) for a in args if a is not type(None)]
+        if len(inner) == 1 and inner[0]:
+            return inner[0] + (" or None" if type(None) in args else "")
+    return None
+
+
+def check_choices(obj) -> None:
+    """Every `Literal` field of dataclass `obj` holds one of its choices, also when `obj` is built in code."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if _choices(hints[f.name]) and not _conforms(value, hints[f.name]):
+            raise ValueError(f"{f.name}={value!r}: expected {_choices(hints[f.name])}")
 
 
 def _conforms(value, hint) -> bool:
@@ -211,10 +245,6 @@ def _set_path(tree: dict, dotted: str, raw: str) -> None:
         raise ValueError(f"{dotted}={raw!r}: not a YAML value ({getattr(exc, 'problem', exc)})") from None
 
 
-# Renamed keys: old prefix -> new prefix. The old spelling keeps working, with a deprecation warning.
-RENAMED = {"data.train.": "data."}
-
-
 def _deep_merge(into: dict, new: dict) -> None:
     for key, value in new.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
@@ -223,8 +253,9 @@ def _deep_merge(into: dict, new: dict) -> None:
             into[key] = value
 
 
-def _migrate(tree: dict) -> None:
-    """Move `data.train.*` (the nesting before 0.2) to `data.*`, warning once per old key."""
+def _migrate(tree: dict, old_wins: bool = False) -> None:
+    """Move `data.train.*` (the nesting before 0.2; recipes and overrides alike) to `data.*`, warning once
+    per old key. In a recipe the new spelling wins where both are given; an override always wins."""
     data = tree.get("data")
     if not isinstance(data, dict) or "train" not in data:
         return
@@ -233,24 +264,39 @@ def _migrate(tree: dict) -> None:
         raise ValueError("data.train: renamed; its keys now sit directly under data (e.g. data.shards)")
     for key in old:
         log.warning("config key data.train.%s is deprecated: use data.%s", key, key)
-    moved = dict(old)
-    _deep_merge(moved, data)  # the new spelling wins where both are given
-    tree["data"] = moved
+    if old_wins:
+        _deep_merge(data, old)
+    else:
+        moved = dict(old)
+        _deep_merge(moved, data)
+        tree["data"] = moved
+
+
+def _read_recipe(path: Path) -> dict[str, Any]:
+    """A YAML recipe: a mapping of keys (an empty file is an empty recipe)."""
+    if not path.is_file():
+        raise ValueError(f"recipe {path} not found (--config): give a YAML file such as recipes/demo.yaml")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"recipe {path} is not YAML ({' '.join(str(exc).split())[:200]}): "
+                         f"start from recipes/demo.yaml") from None
+    if tree is not None and not isinstance(tree, dict):
+        raise ValueError(f"recipe {path} is a YAML {type(tree).__name__}, not a mapping of keys: "
+                         f"write `key: value` lines, as in recipes/demo.yaml")
+    return tree or {}
 
 
 def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
     """YAML recipe (optional) + overrides such as `steps=20` or `optim.lr=3e-4`."""
     tree: dict[str, Any] = {}
     if path:
-        tree = yaml.safe_load(Path(path).read_text()) or {}
+        tree = _read_recipe(Path(path))
     _migrate(tree)
     for item in overrides:
         if "=" not in item or not item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=3e-4)")
         key, raw = item.split("=", 1)
-        for old, new in RENAMED.items():
-            if key.startswith(old):
-                log.warning("config key %s is deprecated: use %s", key, new + key[len(old):])
-                key = new + key[len(old):]
         _set_path(tree, key, raw)
+        _migrate(tree, old_wins=True)
     return _build(TrainConfig, tree, "")

@@ -7,10 +7,13 @@ Rank and world size come from whichever launcher started us: the DeepSpeed launc
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import torch
+
+from higgs_ds import comm
 
 
 def export_slurm_env() -> None:
@@ -36,12 +39,34 @@ def init_distributed(timeout_s: int = 600) -> tuple[int, int]:
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
+    if torch.cuda.is_available():  # before NCCL starts: its communicator and object collectives use this GPU
+        torch.cuda.set_device(local_device(int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()))
     deepspeed.init_distributed(timeout=timedelta(seconds=timeout_s))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    else:
+    if not torch.cuda.is_available():
         unlink_shm_allreduce_buffer()
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def local_device(local_rank: int, visible: int) -> int:
+    """This rank's CUDA device index. The DeepSpeed launcher and `srun --gpus-per-node` show every rank
+    all of the node's GPUs (index = LOCAL_RANK); a Slurm that binds one GPU per task (`--gpus-per-task=1`,
+    `--gpu-bind`) shows each rank only its own (index 0)."""
+    if visible == 1:
+        return 0
+    if not 0 <= local_rank < visible:
+        raise RuntimeError(f"LOCAL_RANK={local_rank} but this process sees {visible} GPUs "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): "
+                           f"start one rank per GPU of the node")
+    return local_rank
+
+
+def local_world_size() -> int:
+    """Ranks on this node, as the launcher says (torchrun: LOCAL_WORLD_SIZE, the DeepSpeed launcher:
+    LOCAL_SIZE, srun: SLURM_NTASKS_PER_NODE), else the visible GPUs (one rank each), else 1."""
+    for var in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
+        if count := re.match(r"\d+", os.environ.get(var, "")):
+            return int(count.group())
+    return max(torch.cuda.device_count(), 1)
 
 
 SHM_DIR = Path("/dev/shm")
@@ -59,7 +84,5 @@ def unlink_shm_allreduce_buffer() -> None:
     every killed one) leaves them in /dev/shm, i.e. in RAM, until the machine runs out of memory.
     Every rank has mapped its peers' segments once init returns; after a barrier the names can go
     and the memory is freed when the last rank exits, however it exits."""
-    import torch.distributed as dist
-
-    dist.barrier()  # on every rank, whether or not it has a segment: a one-sided barrier would hang
+    comm.barrier()  # on every rank, whether or not it has a segment: a one-sided barrier would hang
     shm_allreduce_buffer().unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """The training loop. `train()` sets up, resumes, then runs a fixed budget of steps, each one
 `train_step` (forward/backward/step, with the non-finite retry inside), then `log_window` and the
-periodic `maybe_predict` / `maybe_eval` / `maybe_save`.
+periodic `maybe_predict` / `maybe_eval` / `maybe_save`; at the end `summarize_run` (loss curve, listening
+table, runs/<run>/report.html).
 
 Setup pieces come from `build` (tokenizer, audio spec, model checked against the data, optimizer),
 `parallelize` (ZeRO) and `distributed`; metric reductions, MFU and the sanity guards from `metrics`.
@@ -22,27 +23,26 @@ from pathlib import Path
 import deepspeed
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from higgs_ds import ops
+from higgs_ds import comm, ops
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.eval_batches import build_eval_batches
 from higgs_ds.data.loader import StreamingLoader, build_loader
 from higgs_ds.model.loss import LossWeights, combine, target_counts
+from higgs_ds.report import write_report
 from higgs_ds.train import checkpointing
 from higgs_ds.train.audio_eval import AudioEvaluator, listening_summary
 from higgs_ds.train.build import build_model, build_optimizer, data_audio_spec, load_tokenizer
 from higgs_ds.train.config import TrainConfig
 from higgs_ds.train.distributed import init_distributed
-from higgs_ds.train.ds_config import build_ds_config
+from higgs_ds.train.ds_config import build_ds_config, zeropp_summary
 from higgs_ds.train.metrics import (
     MetricsWriter,
     MetricWindow,
     accumulate,
     active_params_per_token,
-    all_reduce,
     global_loader_metrics,
     global_loss_metrics,
     mfu,
@@ -54,7 +54,7 @@ from higgs_ds.train.metrics import (
 )
 from higgs_ds.train.predictions import format_report, prediction_report
 
-log = logging.getLogger("higgs_ds")
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,6 +83,7 @@ class Trainer:
     window: MetricWindow | None = None
     nonfinite_in_a_row: int = 0
     nonfinite_total: int = 0
+    kernels_written: dict = dataclasses.field(default_factory=dict)  # the last `ops.kernel_choices()` recorded
 
     @property
     def run_dir(self) -> Path:
@@ -93,7 +94,7 @@ class Trainer:
         return self.run_dir / "checkpoints"
 
     @property
-    def mcfg(self):
+    def model_cfg(self):
         return self.engine.module.config
 
     @property
@@ -150,9 +151,9 @@ def setup(cfg: TrainConfig, ds_config_path: str) -> Trainer:
     optimizer, scheduler = build_optimizer(model, cfg)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config)
-    log.info("model: %.2fM parameters, %d layers, world size %d, ZeRO stage %d, %s", parameter_count(model) / 1e6,
+    log.info("model: %.2fM parameters, %d layers, world size %d, ZeRO stage %d%s, %s", parameter_count(model) / 1e6,
              model.config.text_config.num_hidden_layers, world, ds_config["zero_optimization"]["stage"],
-             "bf16" if ds_config["bf16"]["enabled"] else "fp32")
+             zeropp_summary(ds_config), "bf16" if ds_config["bf16"]["enabled"] else "fp32")
 
     loader = build_loader(cfg.data, tokenizer, rank=rank, world_size=world)
     eval_batches = None
@@ -164,170 +165,203 @@ def setup(cfg: TrainConfig, ds_config_path: str) -> Trainer:
                    active_params_per_token(model))
 
 
-def resume(t: Trainer) -> int:
+def resume(trainer: Trainer) -> int:
     """Restore the engine, data position and RNG from `resume` (if any); returns the first step to run.
     Then record the run's config and open the metric sinks."""
     start_step = 0
-    tag = checkpointing.resolve_resume(t.ckpt_dir, t.cfg.resume)
+    tag = checkpointing.resolve_resume(trainer.ckpt_dir, trainer.cfg.resume)
     if tag:
-        state = checkpointing.load(t.engine, t.ckpt_dir, tag)
-        t.loader.load_state_dict(state["loader"])
+        state = checkpointing.load(trainer.engine, trainer.ckpt_dir, tag)
+        trainer.loader.load_state_dict(state["loader"])
         start_step = state["step"]
-        log.info("resumed from %s at step %d", t.ckpt_dir / tag, start_step)
-    if t.rank == 0:
-        t.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (t.run_dir / "config.json").write_text(json.dumps(t.cfg.to_dict(), indent=2))
-    t.writer = MetricsWriter(t.run_dir, t.cfg.to_dict(), t.cfg.wandb_project, enabled=t.rank == 0)
-    if t.cfg.audio_eval.every:
-        t.audio_evals = AudioEvaluator.from_config(t.cfg.audio_eval, t.engine.module, t.tokenizer,
-                                                   t.cfg.data.eval_shards, t.spec, prompt=t.cfg.data.stream.prompt,
-                                                   train_shards=t.cfg.data.shards)
-    t.batches = iter(t.loader)
-    t.window = MetricWindow.empty(t.mcfg.audio_num_codebooks, t.device)
+        log.info("resumed from %s at step %d", trainer.ckpt_dir / tag, start_step)
+    if trainer.rank == 0:
+        trainer.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (trainer.run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
+    cfg = trainer.cfg
+    trainer.writer = MetricsWriter(trainer.run_dir, cfg.to_dict(), cfg.wandb_project, enabled=trainer.rank == 0,
+                                   loggers=cfg.loggers)
+    if cfg.audio_eval.every:
+        trainer.audio_evals = AudioEvaluator.from_config(cfg.audio_eval, trainer.engine.module, trainer.tokenizer,
+                                                         cfg.data.eval_shards, trainer.spec,
+                                                         prompt=cfg.data.stream.prompt, train_shards=cfg.data.shards)
+    trainer.batches = iter(trainer.loader)
+    trainer.window = MetricWindow.empty(trainer.model_cfg.audio_num_codebooks, trainer.device)
     return start_step
 
 
-def train_step(t: Trainer, micro: list[dict], step: int) -> None:
+def train_step(trainer: Trainer, micro: list[dict], step: int) -> None:
     """One optimizer step over `grad_accum` micro-batches. The loss is normalised by the global number of
     valid targets of the step (all ranks, all micro-batches); DeepSpeed divides by GAS and averages over
     ranks, so each micro-batch's sum is scaled back up. A micro-batch with a non-finite loss on any rank is
-    dropped on all of them and the next batch takes its place, so DeepSpeed's boundary never moves."""
-    count = lambda b: target_counts(b, t.mcfg.audio_out_token_idx).to(t.device)  # noqa: E731
-    counts = all_reduce(sum(count(b) for b in micro))
+    dropped on all of them and the next batch takes its place, so DeepSpeed's boundary never moves.
+    That verdict is a host sync per micro-batch; the stop request is the step's only other one."""
+    count = lambda b: target_counts(b, trainer.model_cfg.audio_head_token_ids).to(trainer.device)  # noqa: E731
+    counts = comm.all_reduce(sum(count(b) for b in micro))
     for batch in micro:
         while True:
-            out = _forward(t.engine, batch)
-            parts = combine(out.loss_sums, t.weights, counts.clamp(min=1) / (t.cfg.grad_accum * t.world))
-            if all_reduce(torch.isfinite(parts.loss.detach()).float().view(1), dist.ReduceOp.MIN).item():
+            out = _forward(trainer.engine, batch)
+            parts = combine(out.loss_sums, trainer.weights,
+                            counts.clamp(min=1) / (trainer.cfg.grad_accum * trainer.world))
+            if _finite_everywhere(trainer, torch.isfinite(parts.loss.detach())):
                 break
-            t.nonfinite_in_a_row += 1
-            t.nonfinite_total += 1
+            trainer.nonfinite_in_a_row += 1
+            trainer.nonfinite_total += 1
             log.warning("step %d: non-finite loss, micro-batch dropped on all ranks (%d in a row)", step,
-                        t.nonfinite_in_a_row)
-            if t.nonfinite_in_a_row >= t.cfg.max_nonfinite:
-                raise NonFiniteLossError(f"{t.nonfinite_in_a_row} non-finite losses in a row at step {step}: "
+                        trainer.nonfinite_in_a_row)
+            if trainer.nonfinite_in_a_row >= trainer.cfg.max_nonfinite:
+                raise NonFiniteLossError(f"{trainer.nonfinite_in_a_row} non-finite losses in a row at step {step}: "
                                          "lower the learning rate or check the data")
-            replacement = t.next_batch()  # no backward, no engine.step for the dropped one
-            counts += all_reduce(count(replacement) - count(batch))
+            replacement = trainer.next_batch()  # no backward, no engine.step for the dropped one
+            counts += comm.all_reduce(count(replacement) - count(batch))
             batch = replacement
-        t.nonfinite_in_a_row = 0
-        t.engine.backward(parts.loss)
-        t.engine.step()
-        t.window.add_batch(out.loss_sums, batch)
+        trainer.nonfinite_in_a_row = 0
+        trainer.engine.backward(parts.loss)
+        trainer.engine.step()
+        trainer.window.add_batch(out.loss_sums, batch)
 
 
-def log_window(t: Trainer, step: int, done: int) -> dict:
+def log_window(trainer: Trainer, step: int, done: int) -> dict:
     """Reduce the window over all ranks, check it, write it, print the line; start a new window."""
-    m = global_loss_metrics(t.window.sums, t.weights)
-    m.update({"lr": t.scheduler.get_last_lr()[0], "grad_norm": float(t.engine.get_global_grad_norm() or 0.0),
-              **t.window.rates(t.device), "peak_mem_gb": peak_memory_gb(), "nonfinite_skipped": t.nonfinite_total,
-              **global_loader_metrics(t.loader, t.device)})
-    if t.cfg.peak_tflops:
-        m["mfu"] = mfu(t.n_active, m["tokens_per_s"], t.cfg.peak_tflops, t.world)
-    sanity_checks(step, m, t.mcfg.vocab_size, t.mcfg.codebook_rows)
-    t.writer.write(done, m)
+    logged = global_loss_metrics(trainer.window.sums, trainer.weights)
+    logged.update({"lr": trainer.scheduler.get_last_lr()[0],
+                   "grad_norm": float(trainer.engine.get_global_grad_norm() or 0.0),
+                   **trainer.window.rates(trainer.device), "peak_mem_gb": peak_memory_gb(),
+                   "nonfinite_skipped": trainer.nonfinite_total,
+                   **global_loader_metrics(trainer.loader, trainer.device)})
+    if trainer.cfg.peak_tflops:
+        logged["mfu"] = mfu(trainer.n_active, logged["tokens_per_s"], trainer.cfg.peak_tflops, trainer.world)
+    sanity_checks(step, logged, trainer.model_cfg.vocab_size, trainer.model_cfg.codebook_rows)
+    trainer.writer.write(done, logged)
+    if (kernels := ops.kernel_choices()) != trainer.kernels_written:  # first log line, and after a first-use fallback
+        trainer.writer.write_kernels(done, kernels)
+        trainer.kernels_written = kernels
     log.info("step %d/%d  loss %.4f  text %.4f  audio %.4f  acc/text %.3f  acc/cb0 %.3f  lr %.2e  "
-             "grad %.2f  %.0f tok/s  wait %.0f%%", done, t.cfg.steps, m["loss"], m["loss/text"], m["loss/audio"],
-             m["acc/text"], m["acc/audio_cb0"], m["lr"], m["grad_norm"], m["tokens_per_s"],
-             100 * m["data_wait_frac"])
-    t.window = MetricWindow.empty(t.mcfg.audio_num_codebooks, t.device)
-    return m
+             "grad %.2f  %.0f tok/s  wait %.0f%%", done, trainer.cfg.steps, logged["loss"], logged["loss/text"],
+             logged["loss/audio"], logged["acc/text"], logged["acc/audio_cb0"], logged["lr"], logged["grad_norm"],
+             logged["tokens_per_s"], 100 * logged["data_wait_frac"])
+    trainer.window = MetricWindow.empty(trainer.model_cfg.audio_num_codebooks, trainer.device)
+    return logged
 
 
 def _due(every: int, done: int, end: int) -> bool:
     return bool(every) and (done % every == 0 or done == end)
 
 
-def maybe_predict(t: Trainer, done: int, end: int, batch: dict) -> None:
+def maybe_predict(trainer: Trainer, done: int, end: int, batch: dict) -> None:
     """The shifted prediction report of one micro-batch (every rank runs the heads; rank 0 writes)."""
-    if not _due(t.cfg.predict_every, done, end):
+    if not _due(trainer.cfg.predict_every, done, end):
         return
-    t.engine.eval()
+    trainer.engine.eval()
     with torch.no_grad():
-        out = t.engine.module(batch["input_ids"], batch["audio_ids"], batch["attention_mask"])
-        report = prediction_report(t.engine.module, out, batch, t.tokenizer)
-    t.engine.train()
-    if t.rank == 0:
+        out = trainer.engine.module(batch["input_ids"], batch["audio_ids"], batch["attention_mask"])
+        report = prediction_report(trainer.engine.module, out, batch, trainer.tokenizer)
+    trainer.engine.train()
+    if trainer.rank == 0:
         log.info(format_report(done, report))
-        with (t.run_dir / "predictions.jsonl").open("a") as f:
+        with (trainer.run_dir / "predictions.jsonl").open("a") as f:
             f.write(json.dumps({"step": done, **report}, ensure_ascii=False) + "\n")
+        trainer.writer.write_predictions(done, report)
 
 
-def evaluate(t: Trainer) -> dict:
+def evaluate(trainer: Trainer) -> dict:
     """Loss over the whole held-out split (every rank runs the same number of forwards)."""
-    t.engine.eval()
-    acc = zero_sums(t.mcfg.audio_num_codebooks, t.device)
+    trainer.engine.eval()
+    acc = zero_sums(trainer.model_cfg.audio_num_codebooks, trainer.device)
     with torch.no_grad():
-        for batch in t.eval_batches:
-            accumulate(acc, _forward(t.engine, _to(batch, t.device)).loss_sums)
-    t.engine.train()
-    return global_loss_metrics(acc, t.weights)
+        for batch in trainer.eval_batches:
+            accumulate(acc, _forward(trainer.engine, _to(batch, trainer.device)).loss_sums)
+    trainer.engine.train()
+    return global_loss_metrics(acc, trainer.weights)
 
 
-def maybe_eval(t: Trainer, done: int, end: int) -> None:
-    if t.eval_batches is not None and _due(t.cfg.eval_every, done, end):
-        em = evaluate(t)
-        t.writer.write(done, em, kind="eval")
+def maybe_eval(trainer: Trainer, done: int, end: int) -> None:
+    if trainer.eval_batches is not None and _due(trainer.cfg.eval_every, done, end):
+        em = evaluate(trainer)
+        trainer.writer.write(done, em, kind="eval")
         log.info("eval @ %d  loss %.4f  text %.4f  audio %.4f", done, em["loss"], em["loss/text"], em["loss/audio"])
-    for evaluator in t.audio_evals if _due(t.cfg.audio_eval.every, done, end) else ():
-        am = evaluator.run(done, t.run_dir, t.writer)  # every rank: generation runs in ZeRO-3 lockstep
+    for evaluator in trainer.audio_evals if _due(trainer.cfg.audio_eval.every, done, end) else ():
+        am = evaluator.run(done, trainer.run_dir, trainer.writer)  # every rank: generation runs in ZeRO-3 lockstep
         p = f"{evaluator.name}/" if evaluator.name else ""
         log.info("audio eval%s @ %d  frame_acc %.3f  length_ratio %.2f  stop_rate %.2f  tf/acc_audio %.3f",
                  f" ({evaluator.name})" if p else "", done, am[p + "gen/frame_acc"], am[p + "gen/length_ratio"],
                  am[p + "gen/stop_rate"], am[p + "tf/acc_audio"])
 
 
-def stop_requested(t: Trainer) -> bool:
-    """All ranks agree on stopping, even if only one of them got the signal."""
-    flag = torch.tensor([t.stop_signal["signal"] is not None], dtype=torch.float32, device=t.device)
-    return all_reduce(flag, dist.ReduceOp.MAX).item() > 0
+def _finite_everywhere(trainer: Trainer, finite: torch.Tensor) -> bool:
+    """The loss is finite on every rank: one MIN all-reduce, one host sync per micro-batch."""
+    return comm.all_reduce(finite.float().to(trainer.device).view(1), comm.ReduceOp.MIN).item() > 0
 
 
-def maybe_save(t: Trainer, done: int, end: int, stopping: bool) -> str | None:
-    if not (_due(t.cfg.save_every, done, end) or stopping):
+def stop_requested(trainer: Trainer) -> bool:
+    """All ranks agree on stopping, even if only one of them got the signal. Asked after the step's evals,
+    right before the save, so a signal that arrives at any point of the step stops it before the next
+    batch is read (the loader's workers have exited on the same signal)."""
+    flag = torch.tensor([trainer.stop_signal["signal"] is not None], dtype=torch.float32, device=trainer.device)
+    return comm.all_reduce(flag, comm.ReduceOp.MAX).item() > 0
+
+
+def maybe_save(trainer: Trainer, done: int, end: int, stopping: bool) -> str | None:
+    if not (_due(trainer.cfg.save_every, done, end) or stopping):
         return None
-    meta = {"train": t.cfg.to_dict(), "model": t.mcfg.to_boson_dict(), "audio_spec": t.spec.to_dict()}
-    tag = checkpointing.save(t.engine, t.ckpt_dir, done, {"loader": t.loader.state_dict()}, meta, t.cfg.keep_last)
-    log.info("saved checkpoint %s", t.ckpt_dir / tag)
+    meta = {"train": trainer.cfg.to_dict(), "model": trainer.model_cfg.to_boson_dict(),
+            "audio_spec": trainer.spec.to_dict()}
+    tag = checkpointing.save(trainer.engine, trainer.ckpt_dir, done, {"loader": trainer.loader.state_dict()}, meta,
+                             trainer.cfg.keep_last)
+    log.info("saved checkpoint %s", trainer.ckpt_dir / tag)
     return tag
 
 
-def _progress(t: Trainer, start: int) -> tuple[Progress, int]:
+def summarize_run(trainer: Trainer, done: int) -> None:
+    """Rank 0, at the end: the loss curve (a PNG, also to the metric sinks), the listening table and the
+    run report (runs/<run>/report.html)."""
+    curve = plot_loss_curves(trainer.run_dir)
+    log.info("done: metrics in %s, loss curve %s", trainer.run_dir / "metrics.jsonl", curve)
+    if curve:
+        trainer.writer.write_media(done, images={"loss_curve": curve})
+    summary = listening_summary(trainer.run_dir) if trainer.audio_evals else None
+    if summary:
+        log.info(summary)
+    try:
+        log.info("run report: %s", write_report(trainer.run_dir))
+    except Exception:  # the run is trained and saved; a failed report must not leave the other ranks waiting
+        log.exception("the run report failed; write it again with: python launch/report.py %s", trainer.run_dir)
+
+
+def _progress(trainer: Trainer, start: int) -> tuple[Progress, int]:
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[status]}"), disable=t.rank != 0 or not os.isatty(1))
-    task = progress.add_task("train", total=t.cfg.steps, completed=start, status="")
+                        TextColumn("{task.fields[status]}"), disable=trainer.rank != 0 or not os.isatty(1))
+    task = progress.add_task("train", total=trainer.cfg.steps, completed=start, status="")
     progress.start()
     return progress, task
 
 
 def train(cfg: TrainConfig, ds_config_path: str) -> Path:
-    t = setup(cfg, ds_config_path)
-    start = resume(t)
+    trainer = setup(cfg, ds_config_path)
+    start = resume(trainer)
     end = min(cfg.steps, cfg.stop_at or cfg.steps)
-    progress, task = _progress(t, start)
+    progress, task = _progress(trainer, start)
+    done = start
     for step in range(start, end):
         t0 = time.perf_counter()
-        micro = [t.next_batch() for _ in range(cfg.grad_accum)]
-        t.window.wait += time.perf_counter() - t0
-        train_step(t, micro, step)
-        t.window.time += time.perf_counter() - t0
+        micro = [trainer.next_batch() for _ in range(cfg.grad_accum)]
+        trainer.window.wait += time.perf_counter() - t0
+        train_step(trainer, micro, step)
+        trainer.window.time += time.perf_counter() - t0
         done = step + 1
         if step == start or done % cfg.log_every == 0 or done == end:
-            progress.update(task, completed=done, status=f"loss {log_window(t, step, done)['loss']:.3f}")
-        maybe_predict(t, done, end, micro[0])
-        maybe_eval(t, done, end)
-        stopping = stop_requested(t)
-        tag = maybe_save(t, done, end, stopping)
+            progress.update(task, completed=done, status=f"loss {log_window(trainer, step, done)['loss']:.3f}")
+        maybe_predict(trainer, done, end, micro[0])
+        maybe_eval(trainer, done, end)
+        stopping = stop_requested(trainer)
+        tag = maybe_save(trainer, done, end, stopping)
         if stopping:
             log.warning("stop requested (%s) at step %d: checkpoint %s written; resume with resume=auto",
-                        t.stop_signal["signal"] or "signal on another rank", done, t.ckpt_dir / tag)
+                        trainer.stop_signal["signal"] or "signal on another rank", done, trainer.ckpt_dir / tag)
             break
     progress.stop()
-    if t.rank == 0:
-        log.info("done: metrics in %s, loss curve %s", t.run_dir / "metrics.jsonl", plot_loss_curves(t.run_dir))
-        summary = listening_summary(t.run_dir) if t.audio_evals else None
-        if summary:
-            log.info(summary)
-    t.writer.close()
-    dist.barrier()
-    return t.run_dir
+    if trainer.rank == 0:
+        summarize_run(trainer, done)
+    trainer.writer.close()
+    comm.barrier()
+    return trainer.run_dir

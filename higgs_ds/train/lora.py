@@ -24,8 +24,9 @@ from torch import nn
 
 from higgs_ds.model.config import HiggsAudioConfig
 from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.model.tts3 import model_for
 
-log = logging.getLogger("higgs_ds")
+log = logging.getLogger(__name__)
 
 ADAPTER = "default"  # peft's adapter name; it is part of the parameter names during training
 # group name -> the linears it adapts (module names relative to `layers.N.`)
@@ -39,6 +40,7 @@ FULLY_TRAINED = {
     "train_audio_embeddings": "audio_codebook_embeddings",
     "train_audio_head": "audio_decoder_proj.audio_lm_head",
 }
+TIED_AUDIO_TABLE = "audio_table"  # Higgs TTS 3: embedding and head are one table, trained in full by either flag
 ADAPTER_CONFIG_NAME = "higgs_lora.json"  # our LoraConfig next to peft's adapter_config.json
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."  # what peft's PeftModel puts before module names in adapter files
@@ -71,16 +73,19 @@ class LoraConfig:
         d = train.get("lora") or {}
         return cls(**d) if d.get("enabled") else None
 
-    def fully_trained_modules(self) -> list[str]:
+    def fully_trained_modules(self, tied_audio_table: bool = False) -> list[str]:
+        if tied_audio_table:
+            return [TIED_AUDIO_TABLE] if self.train_audio_embeddings or self.train_audio_head else []
         return [module for flag, module in FULLY_TRAINED.items() if getattr(self, flag)]
 
-    def peft_config(self, with_fully_trained: bool = False) -> peft.LoraConfig:
+    def peft_config(self, with_fully_trained: bool = False, tied_audio_table: bool = False) -> peft.LoraConfig:
         """peft's config. Training leaves the fully trained modules out (they train in place, without
         peft's copy); the exported adapter lists them as `modules_to_save`, which is how peft stores them."""
         groups = "|".join(TARGET_GROUPS[t] for t in self.targets)
         return peft.LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                                target_modules=rf".*layers\.\d+\.({groups})",
-                               modules_to_save=self.fully_trained_modules() if with_fully_trained else None)
+                               modules_to_save=self.fully_trained_modules(tied_audio_table) if with_fully_trained
+                               else None)
 
 
 def is_adapter_param(name: str) -> bool:
@@ -90,13 +95,14 @@ def is_adapter_param(name: str) -> bool:
 def apply_lora(model: HiggsAudioModel, cfg: LoraConfig) -> None:
     """Inject the adapters in place; afterwards only they and the fully trained modules require grad."""
     peft.inject_adapter_in_model(cfg.peft_config(), model, adapter_name=ADAPTER)
-    full = tuple(f"{m}." for m in cfg.fully_trained_modules())
+    tied = model.config.arch == "higgs_tts3"
+    full = tuple(f"{m}." for m in cfg.fully_trained_modules(tied))
     for name, p in model.named_parameters():
         p.requires_grad_(is_adapter_param(name) or name.startswith(full))
     n_train = sum(_numel(p) for p in model.parameters() if p.requires_grad)
     n_all = sum(_numel(p) for p in model.parameters())
     log.info("LoRA rank %d on %s%s: %.3fM of %.2fM parameters trainable (%.2f%%)", cfg.rank, "+".join(cfg.targets),
-             "".join(f", {m} in full" for m in cfg.fully_trained_modules()), n_train / 1e6, n_all / 1e6,
+             "".join(f", {m} in full" for m in cfg.fully_trained_modules(tied)), n_train / 1e6, n_all / 1e6,
              100 * n_train / n_all)
 
 
@@ -112,7 +118,7 @@ def merged_state_dict(state: dict[str, torch.Tensor], config: HiggsAudioConfig,
     of the weights is held; the base weights of adapted linears are updated in place.
     """
     with torch.device("meta"):
-        model = HiggsAudioModel(config)
+        model = model_for(config)
     tuner = peft.LoraModel(model, cfg.peft_config(), ADAPTER, low_cpu_mem_usage=True)
     _load_exactly(model, state)
     with torch.no_grad():
@@ -122,7 +128,7 @@ def merged_state_dict(state: dict[str, torch.Tensor], config: HiggsAudioConfig,
 
 def adapted_model(state: dict[str, torch.Tensor], config: HiggsAudioConfig, cfg: LoraConfig) -> HiggsAudioModel:
     """The model as trained (adapters unmerged) from a run's consolidated state dict, in eval mode."""
-    model = HiggsAudioModel(config)
+    model = model_for(config)
     apply_lora(model, cfg)
     _load_exactly(model, state)
     return model.eval()
@@ -140,7 +146,7 @@ def _load_exactly(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def adapter_state_dict(state: dict[str, torch.Tensor], cfg: LoraConfig) -> dict[str, torch.Tensor]:
     """The adapter's tensors in peft's file format: `base_model.model.<module>.lora_A.weight`, and the
     fully trained modules' weights under their own names."""
-    full = tuple(f"{m}." for m in cfg.fully_trained_modules())
+    full = tuple(f"{m}." for m in cfg.fully_trained_modules(_has_tied_table(state)))
     out = {}
     for name, t in state.items():
         if is_adapter_param(name):
@@ -152,13 +158,17 @@ def adapter_state_dict(state: dict[str, torch.Tensor], cfg: LoraConfig) -> dict[
     return out
 
 
+def _has_tied_table(state: dict[str, torch.Tensor]) -> bool:
+    return any(name.startswith(f"{TIED_AUDIO_TABLE}.") for name in state)
+
+
 def save_adapter(state: dict[str, torch.Tensor], cfg: LoraConfig, out: str | Path,
                  base_model: str | None = None) -> Path:
     """Write the adapter alone: peft's `adapter_config.json` + `adapter_model.safetensors` (loads with
     `peft.PeftModel.from_pretrained(base, out)`), and our LoraConfig (which groups) in higgs_lora.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pcfg = cfg.peft_config(with_fully_trained=True)
+    pcfg = cfg.peft_config(with_fully_trained=True, tied_audio_table=_has_tied_table(state))
     pcfg.base_model_name_or_path = base_model
     pcfg.save_pretrained(str(out))
     tensors = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(state, cfg).items()}

@@ -1,6 +1,6 @@
 """Training metrics: global reductions over ranks (losses, accuracies, data counters), the metric window
 between two log lines, MFU counting, the label-alignment sanity guards, and the sinks (rank 0 only):
-`metrics.jsonl`, wandb (offline unless the user is logged in) and the loss-curve PNG."""
+`metrics.jsonl`, wandb (offline unless the user is logged in), TensorBoard and the loss-curve PNG."""
 
 from __future__ import annotations
 
@@ -13,16 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
+from higgs_ds.comm import all_reduce, world_size
 from higgs_ds.model.loss import LossSums, LossWeights, combine
 
-log = logging.getLogger("higgs_ds")
-
-
-def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    dist.all_reduce(t, op=op)
-    return t
+log = logging.getLogger(__name__)
 
 
 def zero_sums(k: int, device) -> LossSums:
@@ -44,12 +39,12 @@ def global_loss_metrics(sums: LossSums, weights: LossWeights) -> dict:
     t_sum, t_cnt, t_cor = flat[0], flat[1], flat[2]
     a_sum, a_cnt, a_cor = flat[3:3 + k], flat[3 + k:3 + 2 * k], flat[3 + 2 * k:]
     parts = combine(LossSums(t_sum, t_cnt, t_cor, a_sum, a_cnt, a_cor), weights)
-    m = {"loss": parts.loss.item(), "loss/text": parts.text.item(), "loss/audio": parts.audio.item(),
+    metrics = {"loss": parts.loss.item(), "loss/text": parts.text.item(), "loss/audio": parts.audio.item(),
          "acc/text": (t_cor / t_cnt.clamp(min=1)).item()}
     for i in range(k):
-        m[f"loss/audio_cb{i}"] = parts.audio_per_codebook[i].item()
-        m[f"acc/audio_cb{i}"] = (a_cor[i] / a_cnt[i].clamp(min=1)).item()
-    return m
+        metrics[f"loss/audio_cb{i}"] = parts.audio_per_codebook[i].item()
+        metrics[f"acc/audio_cb{i}"] = (a_cor[i] / a_cnt[i].clamp(min=1)).item()
+    return metrics
 
 
 def global_loader_metrics(loader, device) -> dict:
@@ -57,7 +52,7 @@ def global_loader_metrics(loader, device) -> dict:
     local = loader.metrics()
     keys = sorted(local)
     values = all_reduce(torch.tensor([float(local[k]) for k in keys], dtype=torch.float64, device=device))
-    world = dist.get_world_size()
+    world = world_size()
     averaged = {"padding_fraction", "last_padding_fraction", "epoch", "batches"}
     return {f"data/{k}": v / world if k in averaged else v for k, v in zip(keys, values.tolist(), strict=True)}
 
@@ -69,7 +64,7 @@ class MetricWindow:
     sums: LossSums
     time: float = 0.0
     wait: float = 0.0
-    tokens: int = 0
+    tokens: torch.Tensor | int = 0  # a device tensor: read at the log step, not synced per batch
     samples: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -79,14 +74,17 @@ class MetricWindow:
 
     def add_batch(self, sums: LossSums, batch: dict) -> None:
         accumulate(self.sums, sums)
-        self.tokens += int(batch["attention_mask"].sum())
+        self.tokens = self.tokens + batch["attention_mask"].sum()
         self.samples += batch["input_ids"].shape[0]
 
     def rates(self, device) -> dict:
         """Global tokens/s and samples/s over the window, and this rank's data-wait share."""
-        totals = all_reduce(torch.tensor([self.tokens, self.samples], dtype=torch.float64, device=device))
+        tokens = torch.as_tensor(self.tokens, device=device).to(torch.float64)
+        samples = torch.tensor(float(self.samples), dtype=torch.float64, device=device)
+        totals = all_reduce(torch.stack([tokens, samples]))
+        tokens_total, samples_total = totals.tolist()
         elapsed = max(self.time, 1e-9)
-        return {"tokens_per_s": totals[0].item() / elapsed, "samples_per_s": totals[1].item() / elapsed,
+        return {"tokens_per_s": tokens_total / elapsed, "samples_per_s": samples_total / elapsed,
                 "data_wait_frac": self.wait / elapsed}
 
 
@@ -113,7 +111,7 @@ def mfu(active_params: int, tokens_per_s: float, peak_tflops: float, world: int)
     return 6 * active_params * tokens_per_s / (peak_tflops * 1e12 * world)
 
 
-def sanity_checks(step: int, m: dict, vocab: int, codebook_rows: int, real_data_steps: int = 300) -> None:
+def sanity_checks(step: int, logged: dict, vocab: int, codebook_rows: int, real_data_steps: int = 300) -> None:
     """Warn on the signatures of label-alignment bugs: a step-0 loss above the uniform bound (logits and
     labels paired at the same position) and near-perfect audio accuracy before the model has seen any
     sample twice (it copies its input). Later, near-perfect accuracy is memorisation (the demo reaches it
@@ -121,12 +119,12 @@ def sanity_checks(step: int, m: dict, vocab: int, codebook_rows: int, real_data_
     loader's `data/epoch`, the first `real_data_steps` steps stand in for the first pass."""
     if step == 0:
         for key, bound in (("loss/text", math.log(vocab)), ("loss/audio", math.log(codebook_rows))):
-            if m[key] > bound + 1.0:
+            if logged[key] > bound + 1.0:
                 log.warning("step 0 %s=%.2f is far above the uniform bound ln(%d)=%.2f: a freshly initialised "
                             "head cannot be this confidently wrong; check the label alignment (shift).",
-                            key, m[key], vocab if "text" in key else codebook_rows, bound)
-    accs = [v for k, v in m.items() if k.startswith("acc/audio_cb")]
-    first_pass = m["data/epoch"] < 1 if "data/epoch" in m else step < real_data_steps
+                            key, logged[key], vocab if "text" in key else codebook_rows, bound)
+    accs = [v for k, v in logged.items() if k.startswith("acc/audio_cb")]
+    first_pass = logged["data/epoch"] < 1 if "data/epoch" in logged else step < real_data_steps
     if first_pass and accs and min(accs) > 0.98:
         log.warning("audio accuracy %.3f on every codebook at step %d, before any sample was seen twice: on real "
                     "speech this means the model sees its targets (copying its input), not that it learned "
@@ -140,18 +138,27 @@ def peak_memory_gb() -> float:
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, config: dict, wandb_project: str | None, enabled: bool):
+    """metrics.jsonl plus the optional sinks `loggers` names (wandb when `wandb_project` is set, tensorboard
+    under run_dir/tensorboard/); a writer that is not `enabled` (every rank but 0) writes nothing."""
+
+    def __init__(self, run_dir: Path, config: dict, wandb_project: str | None, enabled: bool,
+                 loggers: tuple[str, ...] | list[str] = ("wandb",)):
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.wandb = None
+        self.tensorboard = None
         if not enabled:
             return
-        if wandb_project:
+        if wandb_project and "wandb" in loggers:
             import wandb
 
             mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
             self.wandb = wandb.init(project=wandb_project, dir=str(run_dir), config=config, mode=mode,
                                     name=run_dir.name, resume="allow")
+        if "tensorboard" in loggers:
+            from higgs_ds.train.tensorboard_log import TensorBoardLogger
+
+            self.tensorboard = TensorBoardLogger(run_dir / "tensorboard")
 
     def write(self, step: int, metrics: dict, kind: str = "train") -> None:
         if not self.enabled:
@@ -159,13 +166,42 @@ class MetricsWriter:
         record = {"step": step, "kind": kind, **metrics}
         with self.path.open("a") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        prefix = "" if kind == "train" else f"{kind}/"
         if self.wandb is not None:
-            prefix = "" if kind == "train" else f"{kind}/"
             self.wandb.log({prefix + k: v for k, v in metrics.items()}, step=step)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(step, {prefix + k: v for k, v in metrics.items()})
+
+    def write_kernels(self, step: int, choices: dict[str, str]) -> None:
+        """Which implementation each fused op took (`higgs_ds.ops.kernel_choices`): a "kernels" record in
+        metrics.jsonl and the `kernels` entry of the wandb config."""
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "kind": "kernels", **choices}, ensure_ascii=False) + "\n")
+        if self.wandb is not None:
+            self.wandb.config.update({"kernels": choices}, allow_val_change=True)
+
+    def write_media(self, step: int, audio: dict | None = None, images: dict | None = None) -> None:
+        """`audio`: tag -> (waveform, sample rate); `images`: tag -> PNG path."""
+        audio, images = audio or {}, images or {}
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({**{tag: wandb.Audio(w, sample_rate=sr, caption=tag) for tag, (w, sr) in audio.items()},
+                            **{tag: wandb.Image(str(p)) for tag, p in images.items()}}, step=step)
+        if self.tensorboard is not None:
+            self.tensorboard.media(step, audio, images)
+
+    def write_predictions(self, step: int, report: dict) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.predictions(step, report)
 
     def close(self) -> None:
         if self.wandb is not None:
             self.wandb.finish()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def read_metrics(path: Path, kind: str = "train") -> list[dict]:

@@ -1,7 +1,7 @@
 """Everything ZeRO does to the model, applied from outside it: build under `zero.Init`, mark leaf modules
 for the fused kernels, and fill weights (fresh init or a checkpoint) one gathered parameter at a time.
 
-The ZeRO-3 rules the rest of the code keeps (see ARCHITECTURE.md): every rank calls every module in the
+The ZeRO-3 rules the rest of the code keeps (see docs/architecture.md): every rank calls every module in the
 same order each step, with empty tensors rather than skipped calls; parameters are only touched inside
 `GatheredParameters`, filled by rank 0 and re-partitioned on exit.
 """
@@ -13,38 +13,36 @@ from pathlib import Path
 
 import deepspeed
 import torch
-import torch.distributed as dist
 from deepspeed.utils import set_z3_leaf_modules
 
-from higgs_ds import ops
+from higgs_ds import comm, ops
 from higgs_ds.device import resolve_device
 from higgs_ds.model.checkpoint import checkpoint_state_dict
 from higgs_ds.model.config import HiggsAudioConfig
 from higgs_ds.model.modeling import DualFFNDecoderLayer, HiggsAudioModel
+from higgs_ds.model.tts3 import model_for
 
-log = logging.getLogger("higgs_ds")
+log = logging.getLogger(__name__)
 
 
 def is_zero3(ds_config: dict) -> bool:
     return ds_config.get("zero_optimization", {}).get("stage", 0) == 3
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def build_model_sharded(mcfg: HiggsAudioConfig, ds_config: dict, init: str | Path | None = None) -> HiggsAudioModel:
+def build_model_sharded(model_cfg: HiggsAudioConfig, ds_config: dict,
+                        init: str | Path | None = None) -> HiggsAudioModel:
     """Construct under `zero.Init` for ZeRO-3 (no rank ever holds the whole model), then fill the weights
     from `init` (any supported checkpoint layout) or a fresh initialisation."""
     zero3 = is_zero3(ds_config)
     if zero3:
         with deepspeed.zero.Init(config_dict_or_path=ds_config):
-            model = HiggsAudioModel(mcfg)
-        if ops.uses_triton(resolve_device()):  # the fused routed-FFN kernel reads the MLP weights directly
+            model = model_for(model_cfg)
+        # the fused routed-FFN kernel reads the MLP weights directly (Higgs TTS 3 has no routed FFN)
+        if model_cfg.arch == "higgs_v2_dualffn" and ops.uses_triton(resolve_device()):
             set_z3_leaf_modules(model, [DualFFNDecoderLayer])
     else:
         dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
-        model = HiggsAudioModel(mcfg).to(dtype)
+        model = model_for(model_cfg).to(dtype)
     if init is None:
         for module in model.modules():  # gather, initialise on rank 0, re-partition
             with deepspeed.zero.GatheredParameters(list(module.parameters(recurse=False)), modifier_rank=0,
@@ -61,7 +59,7 @@ def load_checkpoint_sharded(model: HiggsAudioModel, directory: str | Path) -> st
     params = dict(model.named_parameters())
     zero3 = any(hasattr(p, "ds_id") for p in params.values())
     shapes = {n: tuple(p.ds_shape) if zero3 else tuple(p.shape) for n, p in params.items()}
-    filler = not zero3 or _rank() == 0
+    filler = not zero3 or comm.rank() == 0
     sd, layout = checkpoint_state_dict(directory, model.config, shapes, meta=not filler)
     for name, t in sd.items():
         with deepspeed.zero.GatheredParameters([params[name]], modifier_rank=0, enabled=zero3), torch.no_grad():

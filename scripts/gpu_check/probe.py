@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 DISTRIBUTIONS = ("torch", "triton", "transformers", "deepspeed", "liger-kernel", "webdataset", "soundfile",
-                 "pydantic", "numpy", "pytest", "pytest-benchmark", "pytest-xdist", "higgs-ds")
+                 "pydantic", "numpy", "pytest", "pytest-benchmark", "pytest-xdist", "descript-audio-codec",
+                 "speechmos", "onnxruntime", "higgs-ds")
 MODULES = ("higgs_ds.ops", "higgs_ds.kernels.routed_ffn", "higgs_ds.kernels.fused_head_ce",
            "higgs_ds.kernels.codebook_ce", "higgs_ds.model.modeling", "higgs_ds.inference.generate",
-           "higgs_ds.train.build", "higgs_ds.train.loop", "liger_kernel.transformers.functional")
+           "higgs_ds.train.build", "higgs_ds.train.loop", "liger_kernel.transformers.functional",
+           "dac", "speechmos.dnsmos")  # the demo codec and the scorer, for the end-to-end stage
 
 
 def _version(dist: str) -> dict:

@@ -1,10 +1,12 @@
-"""The device check, stage by stage, inside one time budget (see scripts/gpu_check.sh for usage).
+"""The device check, stage by stage, each in its own time slot (see scripts/gpu_check.sh for usage).
 
-Stages: setup (venv + missing wheels + versions + imports), kernel_tests (Triton on the device, interpreter
-off), benchmarks (`pytest --benchmark` ratio tables), train (a few steps per ops backend). A stage that
-would not fit in what is left of the budget is skipped, and the summary says so. Without CUDA the same
-stages run in a dry mode at toy sizes, to prove the plumbing. Everything lands in --out: one log per stage,
-gpu_check.log, summary.md and summary.json (at most 8 files, flat: what the device hands back).
+The stages are data (`STAGES`: name, what it does, its slot on a GPU and in the dry mode, the commands it
+runs and how its result is read), run in the order that finds the most bugs per second: setup, the
+product end to end, kernel tests, benchmarks, the memory probe. A stage that would not fit in what is
+left of the budget is skipped, and the summary says so. `--dry` runs the same stages at toy sizes on the
+CPU (gloo, the Triton interpreter); without `--dry` and without a CUDA device it stops with a clear error.
+Everything lands in --out: one log per stage, gpu_check.log, summary.md and summary.json (8 files, flat:
+what the device hands back).
 """
 
 from __future__ import annotations
@@ -13,33 +15,31 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-STAGES = ("setup", "kernel_tests", "benchmarks", "train")
-BACKENDS = ("torch", "triton")
-RESERVE_S = 10  # kept back for the summary
+RESERVE_S = 15  # kept back for the summary
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """What each stage runs in one mode, and its time model: `need` = the least time worth starting
-    it with, `cap` = the most it may take (train: per backend)."""
+    """The sizes of one mode. One source of truth for what each stage is given."""
 
     kernel_tests: list[str]
     bench_files: list[str]
     bench_shapes: str
-    train_args: list[str]
-    need: dict[str, float]
-    cap: dict[str, float]
+    end_to_end: list[str]
+    memory_probe: list[str]
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -47,22 +47,36 @@ BENCH = [f"tests/benchmarks/test_kernel_{n}.py" for n in ("loss", "routed_ffn", 
 GPU_PLAN = Plan(
     kernel_tests=["tests/kernels", "tests/test_routed_ffn.py", "tests/test_loss.py"],
     bench_files=BENCH, bench_shapes="full",
-    train_args=["--engine", "auto", "--precision", "bf16"],  # 8 layers, H=2048, 4 x 2048 tokens (defaults)
-    need={"setup": 20, "kernel_tests": 60, "benchmarks": 60, "train": 45},
-    cap={"setup": 120, "kernel_tests": 180, "benchmarks": 150, "train": 120},
-    env={"DS_ACCELERATOR": "cuda"},
+    # the demo recipe's model, bf16, 60 steps saved every 20, then 20 resumed steps
+    end_to_end=["--device", "cuda", "--precision", "bf16", "--steps", "60", "--more", "20", "--save-every", "20",
+                "--window", "5", "--frames", "100"],
+    memory_probe=["--layers", "2,4", "--tokens", "4096,8192", "--precision", "bf16"],  # the released width
+    # One GPU, one node, no network: NCCL bootstraps over loopback and reports errors instead of hanging.
+    env={"DS_ACCELERATOR": "cuda", "NCCL_SOCKET_IFNAME": "lo", "NCCL_IB_DISABLE": "1", "NCCL_DEBUG": "WARN",
+         "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "MASTER_ADDR": "127.0.0.1"},
 )
 DRY_PLAN = Plan(
     kernel_tests=["tests/kernels/test_ops_dispatch.py"],
     bench_files=BENCH[:2], bench_shapes="tiny",
-    # DeepSpeed on CPU JIT-builds a shared-memory op (minutes); the dry mode trains with plain PyTorch.
-    train_args=["--engine", "torch", "--precision", "fp32", "--layers", "2", "--hidden", "64", "--intermediate",
-                "128", "--heads", "4", "--kv-heads", "2", "--vocab", "512", "--batch", "2", "--seq", "32",
-                "--warmup", "1", "--steps", "1"],
-    need={"setup": 20, "kernel_tests": 10, "benchmarks": 10, "train": 10},
-    cap={"setup": 300, "kernel_tests": 120, "benchmarks": 120, "train": 120},
-    env={"TRITON_INTERPRET": "1"},
+    end_to_end=["--device", "cpu", "--precision", "fp32", "--steps", "6", "--more", "2", "--save-every", "3",
+                "--window", "2", "--frames", "8", "--overrides", "model.hidden_size=64", "model.intermediate_size=128",
+                "data.stream.max_tokens=1024"],
+    memory_probe=["--layers", "1,2", "--tokens", "64,128", "--hidden", "64", "--intermediate", "128", "--heads", "4",
+                  "--kv-heads", "2", "--vocab", "512", "--precision", "fp32"],
+    env={"DS_ACCELERATOR": "cpu", "TRITON_INTERPRET": "1", "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"},
 )
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    what: str
+    slot_s: float  # the most it may take on a GPU
+    dry_slot_s: float  # the same in the dry mode
+    need_s: float  # the least worth starting it with
+    commands: Callable[[Check], list[list[str]]]
+    collect: Callable[[Check, int | None], dict]  # (check, exit code or None when killed) -> result
+    env: Callable[[Check], dict[str, str]] = lambda check: check.env()  # the venv's, with the plan's settings
 
 
 class Check:
@@ -72,8 +86,12 @@ class Check:
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = (self.out / "gpu_check.log").open("w")
-        self.summary = {"budget_s": args.budget, "out": str(self.out), "work": str(self.work), "stages": {}}
+        self.summary = {"out": str(self.out), "work": str(self.work), "stages": {}}
         self.venv_python = self.work / "venv" / "bin" / "python"
+        self.dry = args.dry
+        self.plan = DRY_PLAN if self.dry else GPU_PLAN
+        self.budget = args.budget or sum(s.dry_slot_s if self.dry else s.slot_s for s in STAGES) + RESERVE_S
+        self.summary.update(mode="dry" if self.dry else "gpu", budget_s=self.budget, base_python=sys.executable)
 
     # ---- plumbing -----------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -83,22 +101,22 @@ class Check:
         self.log.flush()
 
     def left(self) -> float:
-        return self.args.budget - (time.monotonic() - self.t0) - RESERVE_S
+        return self.budget - (time.monotonic() - self.t0) - RESERVE_S
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the device runs real kernels
-        env.update(PYTHONUNBUFFERED="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1",
+        env.update(PYTHONUNBUFFERED="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    VIRTUAL_ENV=str(self.venv_python.parents[1]),
                    PATH=f"{self.venv_python.parent}:{env.get('PATH', '')}", **self.plan.env)
         return env
 
-    def run(self, cmd: list[str], log_name: str, timeout: float, env=None, append=False) -> tuple[int | None, float]:
+    def run(self, cmd: list[str], log_name: str, timeout: float, env: dict, append=False) -> int | None:
         """Run `cmd`, teeing its output to stdout and out/<log_name>; kill its process group at `timeout`.
-        Returns (exit code, or None when killed; seconds)."""
+        Returns the exit code, or None when killed."""
         t0 = time.monotonic()
         with (self.out / log_name).open("a" if append else "w") as log:
             log.write(f"$ {' '.join(cmd)}\n")
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env or self.env(), stdout=subprocess.PIPE,
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
 
             def pump():
@@ -120,140 +138,38 @@ class Check:
                 rc = None
             reader.join(timeout=5)
             log.write(f"[exit {rc} after {time.monotonic() - t0:.0f} s]\n")
-        return rc, time.monotonic() - t0
+        return rc
 
-    def stage(self, name: str, fn) -> None:
-        if name not in self.args.stages:
-            return
-        need, left = self.plan.need[name], self.left()  # train: for its first backend
+    def stage(self, stage: Stage) -> None:
+        slot, left = stage.dry_slot_s if self.dry else stage.slot_s, self.left()
         reason = None
-        if left < need:
-            reason = f"needs about {need:.0f} s, {max(left, 0):.0f} s of the budget left"
-        elif name != "setup" and not self.venv_python.exists():
+        if left < stage.need_s:
+            reason = f"needs about {stage.need_s:.0f} s, {max(left, 0):.0f} s of the budget left"
+        elif stage.name != "setup" and not self.venv_python.exists():
             reason = "no venv: setup did not run"
         if reason:
-            self.summary["stages"][name] = {"status": "skipped", "reason": reason}
-            self.say(f"SKIPPED {name}: {reason}")
+            self.summary["stages"][stage.name] = {"status": "skipped", "reason": reason, "slot_s": slot}
+            self.say(f"SKIPPED {stage.name}: {reason}")
             return
-        self.say(f"stage {name} (up to {min(left, self.plan.cap[name]):.0f} s)")
-        t0 = time.monotonic()
+        deadline = time.monotonic() + min(slot, left)
+        self.say(f"stage {stage.name}: {stage.what} (slot {min(slot, left):.0f} s)")
+        t0, rc = time.monotonic(), 0
         try:
-            result = fn()
+            for i, cmd in enumerate(stage.commands(self)):
+                rc = self.run(cmd, f"{stage.name}.log", deadline - time.monotonic(), env=stage.env(self), append=i > 0)
+                if rc != 0:
+                    break
+            result = stage.collect(self, rc)
         except Exception as e:  # noqa: BLE001 - one broken stage must not lose the others' results
             result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
-        result["seconds"] = round(time.monotonic() - t0, 1)
-        self.summary["stages"][name] = result
-        self.say(f"{name}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
+        if rc is None and result["status"] != "passed":
+            result.update(status="timeout", reason=f"killed at the end of its {min(slot, left):.0f} s slot; "
+                                                   f"{result.get('reason') or ''}".rstrip("; "))
+        result.update(seconds=round(time.monotonic() - t0, 1), slot_s=slot)
+        self.summary["stages"][stage.name] = result
+        self.say(f"{stage.name}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
 
-    def timeout(self, name: str) -> float:
-        return min(self.left(), self.plan.cap[name])
-
-    # ---- stages -------------------------------------------------------------------------------
-    def detect(self) -> None:
-        cuda = False
-        if not self.args.dry:
-            code = "import torch; print(torch.cuda.is_available())"
-            cuda = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
-        self.dry = not cuda
-        self.plan = DRY_PLAN if self.dry else GPU_PLAN
-        self.summary.update(mode="dry" if self.dry else "gpu", base_python=sys.executable)
-        self.say(("dry mode (--dry)" if self.args.dry else "no CUDA device: dry mode") +
-                 ": toy sizes on the CPU, checking the script's own plumbing" if self.dry else "CUDA device found")
-
-    def setup(self) -> dict:
-        wheels = self.args.wheels
-        if not (wheels / "manifest.json").exists():
-            if self.dry:
-                self.say(f"{wheels} has no manifest: preparing it (needs PyPI)")
-                rc, _ = self.run([sys.executable, str(HERE / "wheels.py"), "prepare", "--wheels", str(wheels)],
-                                 "setup.log", self.timeout("setup"))
-                if rc != 0:
-                    return {"status": "failed", "reason": f"wheel preparation exited {rc}"}
-            else:
-                self.say(f"WARNING: {wheels} is empty: nothing missing from the image can be installed "
-                         "(run `make gpu-wheels` where PyPI is reachable and carry the folder)")
-        report = self.work / "setup.json"
-        cmd = [sys.executable, str(HERE / "wheels.py"), "install", "--wheels", str(wheels), "--venv",
-               str(self.venv_python.parents[1]), "--report", str(report)] + (["--all"] if self.dry else [])
-        rc, _ = self.run(cmd, "setup.log", self.timeout("setup"), env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                         append=True)
-        if rc != 0:
-            return {"status": "failed", "reason": f"venv install exited {rc}"}
-        probe_json = self.work / "probe.json"
-        rc, _ = self.run([str(self.venv_python), str(HERE / "probe.py"), str(probe_json)], "setup.log",
-                         self.timeout("setup"), append=True)
-        if rc != 0:
-            return {"status": "failed", "reason": f"probe exited {rc}"}
-        install, probe = json.loads(report.read_text()), json.loads(probe_json.read_text())
-        self.summary.update(install=install, probe=probe)
-        versions = {k: v["version"] for k, v in probe["versions"].items()}
-        self.say("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; device {probe['device']}")
-        broken = [m for m, r in probe["imports"].items() if not r["ok"]]
-        for m in broken:
-            self.say(f"import {m} FAILED: {probe['imports'][m]['error']}")
-        return {"status": "failed" if broken else "passed", "installed": install["installed"],
-                "reason": f"imports failing: {broken}" if broken else None}
-
-    def kernel_tests(self) -> dict:
-        xml = self.work / "kernel_tests.xml"
-        xml.unlink(missing_ok=True)
-        workers = ["-n", "4"] if not self.dry and self._has("pytest-xdist") else []
-        cmd = [str(self.venv_python), "-m", "pytest", "-v", "-rfE", *workers, f"--junitxml={xml}",
-               *self.plan.kernel_tests]
-        rc, _ = self.run(cmd, "kernel_tests.log", self.timeout("kernel_tests"))
-        counts = junit_counts(xml) if xml.exists() else log_counts((self.out / "kernel_tests.log").read_text())
-        status = "timeout" if rc is None else "passed" if rc == 0 else "failed"
-        return {"status": status, **counts, "reason": None if rc == 0 else f"pytest exit {rc}; {counts['failed']} "
-                f"failed, {counts['errors']} errors"}
-
-    def benchmarks(self) -> dict:
-        bench_dir = self.work / "bench"
-        for old in bench_dir.glob("*"):
-            old.unlink()
-        env = {**self.env(), "HIGGS_BENCH_SHAPES": self.plan.bench_shapes, "HIGGS_BENCH_DIR": str(bench_dir)}
-        cmd = [str(self.venv_python), "-m", "pytest", "--benchmark", "-q", "-s", "-rs", *self.plan.bench_files]
-        rc, _ = self.run(cmd, "benchmarks.log", self.timeout("benchmarks"), env=env)
-        tables = {p.stem: json.loads(p.read_text()) for p in sorted(bench_dir.glob("*.json"))}
-        rendered = [p.read_text() for p in sorted(bench_dir.glob("*.md"))]  # as the benchmarks print them
-        status = "timeout" if rc is None else "passed" if rc == 0 and tables else "failed"
-        return {"status": status, "tables": tables, "rendered": rendered,
-                "reason": None if status == "passed" else f"pytest exit {rc}, {len(tables)} tables written"}
-
-    def train(self) -> dict:
-        # One process per backend on the device (clean peak memory, one DeepSpeed init each); the dry mode
-        # runs both in one process to save an interpreter start.
-        groups = [list(BACKENDS)] if self.dry else [[b] for b in BACKENDS]
-        runs, problems = {}, []
-        for i, group in enumerate(groups):
-            left = self.left()
-            if left < self.plan.need["train"]:
-                problems.append(f"{','.join(group)} skipped ({left:.0f} s left)")
-                self.say(f"SKIPPED train/{','.join(group)}: {left:.0f} s left")
-                continue
-            # Share what is left between the runs still to come, so the last one gets its turn.
-            got = self._train(group, self.plan.train_args, min(self.plan.cap["train"], left / (len(groups) - i)))
-            retry = not self.dry and "auto" in self.plan.train_args and self.left() > self.plan.need["train"]
-            if not got and retry:
-                self.say(f"train/{','.join(group)} failed with DeepSpeed: again with plain PyTorch")
-                args = ["torch" if a == "auto" else a for a in self.plan.train_args]
-                got = self._train(group, args, min(self.plan.cap["train"], self.left()))
-            runs.update(got)
-            problems += [f"{b} failed (see train.log)" for b in group if b not in got]
-        ok = len(runs) == len(BACKENDS) and all(r["losses_finite"] for r in runs.values())
-        return {"status": "passed" if ok else "partial" if runs else "failed", "runs": runs,
-                "reason": "; ".join(problems) or (None if ok else "non-finite loss")}
-
-    def _train(self, backends: list[str], args: list[str], timeout: float) -> dict:
-        for b in backends:
-            (self.work / f"train_{b}.json").unlink(missing_ok=True)
-        env = {**self.env(), "MASTER_PORT": str(29500 + os.getpid() % 1000 + len(backends[0]))}
-        cmd = [str(self.venv_python), str(HERE / "train_steps.py"), "--backend", ",".join(backends), *args,
-               "--max-seconds", str(max(timeout - 15, 5)), "--json-dir", str(self.work)]
-        self.run(cmd, "train.log", timeout, env=env, append=True)
-        done = {b: self.work / f"train_{b}.json" for b in backends}
-        return {b: json.loads(path.read_text()) for b, path in done.items() if path.exists()}
-
-    def _has(self, dist: str) -> bool:
+    def has(self, dist: str) -> bool:
         return bool(self.summary.get("probe", {}).get("versions", {}).get(dist, {}).get("version"))
 
     # ---- summary ------------------------------------------------------------------------------
@@ -262,16 +178,120 @@ class Check:
         (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
         (self.out / "summary.md").write_text(render_markdown(self.summary))
         failed = [n for n, s in self.summary["stages"].items() if s["status"] in ("failed", "timeout")]
-        for name in STAGES:
-            s = self.summary["stages"].get(name)
-            if s is not None:
-                self.say(f"{name:13s} {s['status']:8s} {s.get('seconds', 0):6.0f} s  {s.get('reason') or ''}")
+        for name, s in self.summary["stages"].items():
+            self.say(f"{name:13s} {s['status']:8s} {s.get('seconds', 0):6.0f} s  {s.get('reason') or ''}")
         self.say(f"summary: {self.out / 'summary.md'} and summary.json ({self.summary['elapsed_s']:.0f} s of "
-                 f"{self.args.budget} s)")
+                 f"{self.budget:.0f} s)")
         if self.dry:
-            self.say("no CUDA device used: dry run finished " + ("with failures" if failed else "OK (plumbing "
-                     "checked; nothing here was measured on a GPU)"))
+            self.say("no CUDA device used: dry run finished " + ("with failures" if failed else "OK (the stages ran "
+                     "end to end at toy sizes; nothing here was measured on a GPU)"))
         return 1 if failed else 0
+
+
+# ---- the stages: commands and results ------------------------------------------------------------
+def setup_commands(check: Check) -> list[list[str]]:
+    wheels, cmds = check.args.wheels, []
+    if not (wheels / "manifest.json").exists():
+        if check.dry:
+            check.say(f"{wheels} has no manifest: preparing it (needs PyPI)")
+            cmds.append([sys.executable, str(HERE / "wheels.py"), "prepare", "--wheels", str(wheels)])
+        else:
+            check.say(f"WARNING: {wheels} is empty: nothing missing from the image can be installed, and there is "
+                      "no demo data (run `make gpu-wheels` where PyPI is reachable and carry the folder)")
+    cmds.append([sys.executable, str(HERE / "wheels.py"), "install", "--wheels", str(wheels), "--venv",
+                 str(check.venv_python.parents[1]), "--report", str(check.work / "setup.json")]
+                + (["--all"] if check.dry else []))
+    cmds.append([str(check.venv_python), str(HERE / "probe.py"), str(check.work / "probe.json")])
+    return cmds
+
+
+def setup_collect(check: Check, rc: int | None) -> dict:
+    if rc != 0:
+        return {"status": "failed", "reason": f"exit {rc} (see setup.log)"}
+    install, probe = (json.loads((check.work / f).read_text()) for f in ("setup.json", "probe.json"))
+    check.summary.update(install=install, probe=probe)
+    versions = {k: v["version"] for k, v in probe["versions"].items()}
+    check.say("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; device {probe['device']}")
+    broken = [m for m, r in probe["imports"].items() if not r["ok"]]
+    for m in broken:
+        check.say(f"import {m} FAILED: {probe['imports'][m]['error']}")
+    return {"status": "failed" if broken else "passed", "installed": install["installed"],
+            "reason": f"imports failing: {broken}" if broken else None}
+
+
+def end_to_end_commands(check: Check) -> list[list[str]]:
+    work = check.work / "end_to_end"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return [[str(check.venv_python), str(HERE / "end_to_end.py"), "--data", str(check.args.data), "--work", str(work),
+             "--json", str(check.work / "end_to_end.json"), *check.plan.end_to_end]]
+
+
+def json_collect(name: str) -> Callable[[Check, int | None], dict]:
+    """A stage whose script writes <work>/<name>.json with its own status and reason."""
+    def collect(check: Check, rc: int | None) -> dict:
+        path = check.work / f"{name}.json"
+        if not path.exists():
+            return {"status": "failed", "reason": f"exit {rc}, no {path.name} written (see {name}.log)"}
+        return json.loads(path.read_text())
+
+    return collect
+
+
+def kernel_tests_commands(check: Check) -> list[list[str]]:
+    xml = check.work / "kernel_tests.xml"
+    xml.unlink(missing_ok=True)
+    workers = ["-n", "4"] if not check.dry and check.has("pytest-xdist") else []
+    return [[str(check.venv_python), "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", *workers,
+             f"--junitxml={xml}", *check.plan.kernel_tests]]
+
+
+def kernel_tests_collect(check: Check, rc: int | None) -> dict:
+    xml = check.work / "kernel_tests.xml"
+    counts = junit_counts(xml) if xml.exists() else log_counts((check.out / "kernel_tests.log").read_text())
+    return {"status": "passed" if rc == 0 else "failed", **counts,
+            "reason": None if rc == 0 else f"pytest exit {rc}; {counts['failed']} failed, {counts['errors']} errors"}
+
+
+def benchmarks_commands(check: Check) -> list[list[str]]:
+    bench_dir = check.work / "bench"
+    shutil.rmtree(bench_dir, ignore_errors=True)
+    return [[str(check.venv_python), "-m", "pytest", "--benchmark", "-q", "-s", "-rs", "-p", "no:cacheprovider",
+             *check.plan.bench_files]]
+
+
+def benchmarks_collect(check: Check, rc: int | None) -> dict:
+    bench_dir = check.work / "bench"
+    tables = {p.stem: json.loads(p.read_text()) for p in sorted(bench_dir.glob("*.json"))}
+    rendered = [p.read_text() for p in sorted(bench_dir.glob("*.md"))]  # as the benchmarks print them
+    ok = rc == 0 and tables
+    return {"status": "passed" if ok else "failed", "tables": tables, "rendered": rendered,
+            "reason": None if ok else f"pytest exit {rc}, {len(tables)} tables written"}
+
+
+def memory_probe_commands(check: Check) -> list[list[str]]:
+    return [[str(check.venv_python), str(HERE / "memory_probe.py"), "--json", str(check.work / "memory_probe.json"),
+             *check.plan.memory_probe]]
+
+
+STAGES = (
+    Stage("setup", "venv on the machine's torch, missing wheels installed offline, versions, imports",
+          slot_s=40, dry_slot_s=300, need_s=15, commands=setup_commands, collect=setup_collect,
+          env=lambda check: {**os.environ, "PYTHONUNBUFFERED": "1"}),  # the base interpreter makes the venv
+    Stage("end_to_end", "train (DeepSpeed launcher, ZeRO-3, 1 device), save, resume, export both layouts, "
+          "generate a wav, score it", slot_s=180, dry_slot_s=300, need_s=60, commands=end_to_end_commands,
+          collect=json_collect("end_to_end")),
+    Stage("kernel_tests", "kernel tests against the PyTorch references, interpreter off on a GPU",
+          slot_s=110, dry_slot_s=120, need_s=30, commands=kernel_tests_commands, collect=kernel_tests_collect),
+    Stage("benchmarks", "pytest --benchmark ratio tables at the released shapes, Liger included on a GPU",
+          slot_s=90, dry_slot_s=120, need_s=30, commands=benchmarks_commands, collect=benchmarks_collect,
+          env=lambda check: {**check.env(), "HIGGS_BENCH_SHAPES": check.plan.bench_shapes,
+                             "HIGGS_BENCH_DIR": str(check.work / "bench")}),
+    Stage("memory_probe", "ZeRO-3 + activation checkpointing at H=3072: memory per layer and per token vs the "
+          "sizing estimate", slot_s=90, dry_slot_s=180, need_s=40, commands=memory_probe_commands,
+          collect=json_collect("memory_probe")),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 def junit_counts(path: Path) -> dict:
@@ -289,22 +309,25 @@ def log_counts(text: str) -> dict:
     """Outcomes from pytest -v lines, for a run killed before it wrote its JUnit file."""
     text = text.split("short test summary info")[0]
     outcomes = re.findall(r"\b(PASSED|FAILED|ERROR|SKIPPED)\b", text)
-    count = lambda o: outcomes.count(o)  # noqa: E731
     failures = re.findall(r"(\S+::\S+) (?:FAILED|ERROR)|(?:FAILED|ERROR) (\S+::\S+)", text)
-    return {"passed": count("PASSED"), "failed": count("FAILED"), "errors": count("ERROR"),
-            "skipped": count("SKIPPED"), "failures": [a or b for a, b in failures][:30], "incomplete": True}
+    return {"passed": outcomes.count("PASSED"), "failed": outcomes.count("FAILED"), "errors": outcomes.count("ERROR"),
+            "skipped": outcomes.count("SKIPPED"), "failures": [a or b for a, b in failures][:30], "incomplete": True}
 
 
-def _fmt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+# ---- summary.md ----------------------------------------------------------------------------------
+def _mib(x) -> str:
+    return "n/a" if x is None else f"{x / 2**20:,.2f}"
 
 
 def render_markdown(summary: dict) -> str:
     mode, elapsed, budget = summary.get("mode", "?"), summary["elapsed_s"], summary["budget_s"]
+    stages = summary["stages"]
     lines = [f"# GPU check: {mode} mode, {elapsed:.0f} s of {budget:.0f} s", ""]
     if mode == "dry":
-        lines += ["Dry mode: toy sizes on the CPU (Triton through its interpreter). It proves the plumbing; "
-                  "none of its numbers is a measurement.", ""]
+        lines += ["Dry mode: the same stages at toy sizes on the CPU (gloo, Triton through its interpreter). It "
+                  "proves the sequence runs; none of its numbers is a GPU measurement.", ""]
+    if summary.get("error"):
+        lines += [f"**Not run:** {summary['error']}", ""]
     probe = summary.get("probe")
     if probe:
         versions = ", ".join(f"{k} {v['version']}" for k, v in probe["versions"].items() if v["version"])
@@ -313,68 +336,121 @@ def render_markdown(summary: dict) -> str:
                   f"{d['multiprocessors']} SMs), CUDA {d['torch_cuda']}" if d["cuda_available"] else "no CUDA device")
         lines += [f"Device: {device}", "", f"Versions: {versions}", "",
                   f"Installed from wheels: {', '.join(summary['install']['installed']) or 'nothing'}", ""]
-    lines += ["| stage | status | seconds | note |", "|---|---|---|---|"]
-    for name in STAGES:
-        s = summary["stages"].get(name)
+    lines += ["| stage | status | seconds | slot (s) | reason |", "|---|---|---|---|---|"]
+    for name in STAGE_NAMES:
+        s = stages.get(name)
         if s:
-            lines.append(f"| {name} | {s['status']} | {s.get('seconds', 0):.0f} | {s.get('reason') or ''} |")
-    kt = summary["stages"].get("kernel_tests", {})
+            lines.append(f"| {name} | {s['status']} | {s.get('seconds', 0):.0f} | {s.get('slot_s', 0):.0f} | "
+                         f"{s.get('reason') or ''} |")
+    lines += _end_to_end_lines(stages.get("end_to_end", {}))
+    kt = stages.get("kernel_tests", {})
     if "passed" in kt:
-        lines += ["", f"Kernel tests: {kt['passed']} passed, {kt['failed']} failed, {kt['errors']} errors, "
-                      f"{kt['skipped']} skipped"] + [f"- FAILED {f}" for f in kt["failures"]]
-    for table in summary["stages"].get("benchmarks", {}).get("rendered", []):
-        lines += ["", table.rstrip()]
-    runs = summary["stages"].get("train", {}).get("runs", {})
-    if runs:
-        lines += ["", "### Training steps (same model, data and engine; ops backend differs)", "",
-                  "| backend | engine | tokens/s | step (s) | MFU | MFU vs measured GEMM | peak mem (GiB) "
-                  "| loss first -> last |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for backend, r in runs.items():
-            lines.append(f"| {backend} | {r['engine']} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | "
-                         f"{_fmt(r['mfu'], '.1%')} | {_fmt(r['mfu_vs_matmul'], '.1%')} | {r['peak_mem_gib']:.1f} | "
-                         f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
-        first = next(iter(runs.values()))
-        m = first["model"]
-        lines += ["", f"Model: {m['layers']} layers, H={m['hidden']}, I={m['intermediate']}, V={m['vocab']}, "
-                      f"{m['params'] / 1e6:.0f}M parameters, {_fmt(m['active_params_per_token'], ',')} active "
-                      f"per token; {first['tokens_per_step']} tokens per step at {first['audio_fraction']:.0%} audio; "
-                      f"{first['precision']} on {first['device_name']}; peak {_fmt(first['peak_tflops'], '.0f')} "
-                      f"TFLOP/s (datasheet), GEMM measured {_fmt(first['matmul_tflops'], '.0f')} TFLOP/s."]
-        if "torch" in runs and "triton" in runs:
-            t, k = runs["torch"], runs["triton"]
-            lines += ["", f"Triton vs torch: {k['tokens_per_s'] / t['tokens_per_s']:.2f}x tokens/s, "
-                          f"{k['peak_mem_gib'] / max(t['peak_mem_gib'], 1e-9):.2f}x peak memory."]
+        lines += ["", "## Kernel tests", "", f"{kt['passed']} passed, {kt['failed']} failed, {kt['errors']} errors, "
+                  f"{kt['skipped']} skipped"] + [f"- FAILED {f}" for f in kt["failures"]]
+    rendered = stages.get("benchmarks", {}).get("rendered", [])
+    if rendered:
+        lines += ["", "## Benchmarks"] + [line for table in rendered for line in ("", table.rstrip())]
+    lines += _memory_lines(stages.get("memory_probe", {}))
     return "\n".join(lines) + "\n"
+
+
+def _end_to_end_lines(e2e: dict) -> list[str]:
+    parts = e2e.get("parts")
+    if not parts:
+        return []
+    lines = ["", "## End to end", "", "| part | seconds | result |", "|---|---|---|"]
+    cont, gen, exp = parts.get("continuity", {}), parts.get("generate", {}), parts.get("export", {})
+    results = {
+        "train": f"stopped at step {e2e['steps']} ({e2e['precision']} on {e2e['device']})",
+        "checkpoints": ", ".join(parts.get("checkpoints", {}).get("tags", [])),
+        "resume": f"{e2e['more']} more steps with resume=auto",
+        "continuity": (f"loss {cont['start']:.3f} at the start, {cont['before']:.3f} before the resume, "
+                       f"{cont['after']:.3f} after (jump {cont['jump']:.0%} of what was learned, limit "
+                       f"{cont['max_jump']:.0%})" if "jump" in cont else ""),
+        "export": "; ".join(f"{k}: {v['tensors']} tensors read back equal" for k, v in exp.items()
+                            if isinstance(v, dict)),
+        "generate": (f"{gen['frames']} frames, {gen['audio_s']:.2f} s at {gen['sample_rate']} Hz; scores "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in gen["scores"].items()) if "frames" in gen else ""),
+    }
+    for name, part in parts.items():
+        seconds = part.get("seconds")
+        lines.append(f"| {name} | {'-' if seconds is None else f'{seconds:.0f}'} | "
+                     f"{results.get(name, '') if seconds is not None else 'FAILED here'} |")
+    return lines
+
+
+def _memory_lines(probe: dict) -> list[str]:
+    if "states_per_layer_bytes" not in probe:
+        return []
+    m = probe["model"]
+    lines = ["", f"## Memory probe (H={m['hidden']}, I={m['intermediate']}, V={m['vocab']}, {m['precision']}, "
+                 f"ZeRO-3 on one device, activation checkpointing)", "",
+             "| figure | measured (MiB) | estimate (MiB) |", "|---|---|---|",
+             f"| model states per layer | {_mib(probe['states_per_layer_bytes'])} | "
+             f"{_mib(probe['states_per_layer_estimate_bytes'])} |",
+             f"| activations per token per layer | {_mib(probe['act_per_token_per_layer_bytes'])} | "
+             f"{_mib(probe['act_per_token_per_layer_estimate_bytes'])} |",
+             f"| activations per token, 28 layers (extrapolated) | {_mib(probe['act_per_token_released_bytes'])} | "
+             f"{_mib(probe['act_per_token_released_estimate_bytes'])} |"]
+    for r in probe["runs"]:
+        peaks = ", ".join(f"{t} tokens {_mib(v)}" for t, v in r["peak_bytes"].items())
+        lines.append(f"\n{r['layers']}-layer run on {r['device_name']}: states {_mib(r['states_bytes'])} MiB; "
+                     f"step peak {peaks} MiB")
+    if not probe.get("compared"):
+        lines.append("\nCPU figures are the process's peak resident set: not comparable with the GPU estimate.")
+    return lines
 
 
 def parse_args():
     p = argparse.ArgumentParser(description="GPU check (see scripts/gpu_check.sh)")
-    p.add_argument("--dry", action="store_true", help="toy sizes, even on a GPU")
-    p.add_argument("--budget", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET", 480)),
-                   help="seconds for everything; stages that would not fit are skipped")
+    p.add_argument("--dry", action="store_true", help="the same stages at toy sizes on the CPU, even on a GPU")
+    p.add_argument("--budget", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET", 0)) or None,
+                   help="seconds for everything (default: the sum of the slots); stages that do not fit are skipped")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "runs" / "gpu_check"))
     p.add_argument("--work", type=Path, default=Path(os.environ.get("GPU_CHECK_WORK", "/tmp/higgs_gpu_check")),
-                   help="venv, JUnit and benchmark files (not handed back)")
+                   help="venv, runs and intermediate files (not handed back)")
     p.add_argument("--wheels", type=Path, default=REPO / ".gpu_wheels")
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--data", type=Path, help="demo data: train/, eval/, tokenizer/ (default <wheels>/demo)")
+    p.add_argument("--stages", default=",".join(STAGE_NAMES), help=f"comma-separated subset of {STAGE_NAMES}")
     args = p.parse_args()
     args.stages = [s for s in args.stages.split(",") if s]
-    unknown = set(args.stages) - set(STAGES)
+    unknown = set(args.stages) - set(STAGE_NAMES)
     if unknown:
-        p.error(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+        p.error(f"unknown stages {sorted(unknown)}; choose from {STAGE_NAMES}")
     if "setup" not in args.stages:
         args.stages.insert(0, "setup")  # every other stage runs in the venv that setup makes
     args.out, args.work, args.wheels = args.out.resolve(), args.work.resolve(), args.wheels.resolve()
+    args.data = (args.data or args.wheels / "demo").resolve()
     return args
+
+
+def cuda_error() -> str | None:
+    """Why this machine cannot run the real check, or None when torch sees a CUDA device."""
+    code = "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    fields = proc.stdout.split()
+    if proc.returncode == 0 and fields[-1:] == ["True"]:
+        return None
+    seen = f"torch {fields[0]}, CUDA {fields[1]}" if len(fields) == 3 else f"torch did not import: {proc.stderr[-300:]}"
+    return (f"no CUDA device visible to {sys.executable} ({seen}, CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}). The GPU check needs one; `--dry` rehearses the same "
+            f"stages on the CPU.")
 
 
 def main() -> int:
     check = Check(parse_args())
-    check.detect()
-    check.say(f"{check.summary['mode']} mode, budget {check.args.budget:.0f} s, out {check.out}, work {check.work}")
-    for name in STAGES:
-        check.stage(name, getattr(check, name))
+    if not check.dry:
+        error = cuda_error()
+        if error:
+            check.say(f"ERROR: {error}")
+            check.summary["error"] = error
+            check.finish()
+            return 2
+    check.say(f"{check.summary['mode']} mode, budget {check.budget:.0f} s, out {check.out}, work {check.work}, "
+              f"data {check.args.data}")
+    for stage in STAGES:
+        if stage.name in check.args.stages:
+            check.stage(stage)
     return check.finish()
 
 

@@ -92,6 +92,7 @@ def deepspeed_engine(mcfg, args, n_steps: int):
     init_distributed()
     ds_config = build_ds_config(REPO / "ds_configs" / "zero3.json", cfg, world_size=1)
     model = build_model_sharded(mcfg, ds_config)
+    model.gradient_checkpointing = getattr(args, "activation_checkpointing", False)  # as the training loop sets it
     optimizer, scheduler = build_optimizer(model, cfg)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
 

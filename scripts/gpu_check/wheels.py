@@ -3,8 +3,10 @@
 `prepare` (here, with PyPI): download, pinned to the project venv's versions, the wheels that the device
 image lacks (scripts/gpu_check/wheels.txt) for CPython 3.12 on manylinux x86-64, plus the local
 interpreter's own builds of the compiled ones when it is another Python (the dry mode installs those);
-sdist-only packages are built into wheels here. It checks that every dependency of a carried wheel is
-carried or in the image (image_packages.txt) and that the folder stays under the size limit.
+sdist-only packages are built into wheels here. With `--demo DIR` it also copies the demo dataset's
+shards and tokenizer (`make data`) into `demo/`, so the GPU machine needs no espeak-ng or codec encoding.
+It checks that every dependency of a carried wheel is carried or in the image (image_packages.txt) and
+that the folder plus the tracked working tree fit the 64 MiB a device machine is handed.
 
 `install` (on the device, or in the dry mode): a fresh venv on top of the running interpreter's packages
 (so it uses the machine's torch and triton), then only the missing wheels, offline, then the project
@@ -35,8 +37,9 @@ TARGET_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sy
                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 BUILD_FROM_SDIST = {"deepspeed"}  # PyPI has no wheel; with DS_BUILD_OPS unset its ops are JIT-built
-MAX_BYTES = 48 * 2**20  # the device takes 64 MiB of working tree in all; leave room for the repo
+CARRY_LIMIT_BYTES = 64 * 2**20  # the tracked tree + this folder, as a device machine receives them
 MANIFEST = "manifest.json"
+DEMO_PARTS = ("train", "eval", "tokenizer")  # what the end-to-end stage reads (no wavs: the shards hold codes)
 
 
 def canonical(name: str) -> str:
@@ -79,9 +82,15 @@ def wheel_dist(path: Path) -> tuple[str, str]:
 
 
 def targets_device(path: Path) -> bool:
-    """Whether a wheel installs on the device's CPython 3.12 (pure, or built for cp312)."""
-    tags = path.stem.split("-")[-3:]
-    return tags[0].startswith("py3") or tags[0] == "py2.py3" or tags[1] == "cp312"
+    """Whether a wheel installs on the device's CPython 3.12: pure, built for cp312, or stable-ABI (abi3)
+    from an older CPython 3."""
+    python, abi, _ = path.stem.split("-")[-3:]
+    tags = python.split(".")
+    if any(t.startswith("py3") or t == "py2" for t in tags):
+        return True
+    if abi == "abi3":
+        return any(t.startswith("cp3") and int(t[3:]) <= 12 for t in tags)
+    return "cp312" in tags
 
 
 def _requirements(path: Path) -> list[str]:
@@ -101,25 +110,66 @@ def check_closure(files: list[Path], image: set[str]) -> list[str]:
 
 
 def _download(folder: Path, pins: dict[str, str]) -> None:
-    binary = [f"{n}=={v}" for n, v in pins.items() if n not in BUILD_FROM_SDIST]
+    wanted = [f"{n}=={v}" for n, v in pins.items() if n not in BUILD_FROM_SDIST]
     platforms = [arg for p in TARGET_PLATFORMS for arg in ("--platform", p)]
-    _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", TARGET_PYTHON,
-         "--implementation", "cp", *platforms, "-d", str(folder), *binary)
-    if sys.version_info[:2] != tuple(map(int, TARGET_PYTHON.split("."))):
-        _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(folder), *binary)  # for the dry mode
+    # --no-deps lets pip take an sdist where a package publishes no wheel (argbind, julius, ...): built below
+    _pip("download", "--no-deps", "--prefer-binary", "--python-version", TARGET_PYTHON, "--implementation", "cp",
+         *platforms, "-d", str(folder), *wanted)
+    for sdist in [*folder.glob("*.tar.gz"), *folder.glob("*.zip")]:
+        _pip("wheel", "--no-deps", "-w", str(folder), str(sdist))
+        sdist.unlink()
+    if sys.version_info[:2] != tuple(map(int, TARGET_PYTHON.split("."))):  # the dry mode's builds of compiled ones
+        compiled = {wheel_dist(f)[0] for f in folder.glob("*.whl") if f.stem.split("-")[-2] != "none"}
+        _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(folder),
+             *(f"{n}=={pins[n]}" for n in sorted(compiled) if n in pins))
     for name in BUILD_FROM_SDIST & set(pins):
         _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(folder), f"{name}=={pins[name]}")
 
 
-def prepare(folder: Path) -> dict:
+def tree_bytes(repo: Path = REPO) -> int:
+    """Size of the tracked working tree (what travels besides ignored folders)."""
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=repo, check=True, capture_output=True).stdout.split(b"\0")
+    return sum((repo / n.decode()).stat().st_size for n in names if n and (repo / n.decode()).is_file())
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def copy_demo(src: Path, dst: Path) -> int:
+    """The demo's shards and tokenizer into `dst` (replaced); returns its size."""
+    missing = [part for part in DEMO_PARTS if not (src / part).is_dir()]
+    if missing:
+        raise SystemExit(f"[gpu-wheels] {src} has no {missing}: build the demo first (make data)")
+    shutil.rmtree(dst, ignore_errors=True)
+    for part in DEMO_PARTS:
+        shutil.copytree(src / part, dst / part)
+    return folder_bytes(dst)
+
+
+def check_carry_size(folder: Path) -> dict:
+    sizes = {"tree_bytes": tree_bytes(), "folder_bytes": folder_bytes(folder)}
+    total = sizes["tree_bytes"] + sizes["folder_bytes"]
+    print(f"[gpu-wheels] carried: tracked tree {sizes['tree_bytes'] / 2**20:.1f} MiB + {folder.name}/ "
+          f"{sizes['folder_bytes'] / 2**20:.1f} MiB = {total / 2**20:.1f} MiB (limit {CARRY_LIMIT_BYTES / 2**20:.0f})")
+    if total > CARRY_LIMIT_BYTES:
+        raise SystemExit(f"[gpu-wheels] {total / 2**20:.1f} MiB to carry, over the {CARRY_LIMIT_BYTES / 2**20:.0f} MiB "
+                         f"limit: drop wheels from wheels.txt or shrink the demo")
+    return sizes
+
+
+def prepare(folder: Path, demo: Path | None = None) -> dict:
     """Fill `folder` (idempotent: nothing is fetched when its manifest already matches the pins)."""
     pins = local_pins(read_names())
     folder.mkdir(parents=True, exist_ok=True)
+    demo_bytes = copy_demo(demo, folder / "demo") if demo else None
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("pins") == pins and all((folder / f["file"]).exists() for f in manifest["files"]):
             print(f"[gpu-wheels] {folder} is up to date ({len(pins)} pins, {manifest['total_bytes'] / 2**20:.1f} MiB)")
+            manifest.update(demo_bytes=demo_bytes, **check_carry_size(folder))
+            manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
             return manifest
     _download(folder, pins)
     for stale in folder.glob("*.whl"):  # two versions of one package would stop the offline install
@@ -131,12 +181,13 @@ def prepare(folder: Path) -> dict:
     missing = sorted(set(pins) - {wheel_dist(f)[0] for f in device_files})
     problems = check_closure(device_files, read_image_packages())
     total = sum(f.stat().st_size for f in files)
-    if missing or problems or total > MAX_BYTES:
+    if missing or problems:
         raise SystemExit(f"[gpu-wheels] {folder} is not usable: no cp312 wheel for {missing}; "
-                         f"unmet dependencies {problems}; {total / 2**20:.1f} MiB (limit {MAX_BYTES / 2**20:.0f})")
+                         f"unmet dependencies {problems}")
     manifest = {"target": f"CPython {TARGET_PYTHON}, manylinux x86_64", "pins": pins, "total_bytes": total,
                 "files": [{"file": f.name, "name": wheel_dist(f)[0], "bytes": f.stat().st_size,
-                           "device": targets_device(f)} for f in files]}
+                           "device": targets_device(f)} for f in files],
+                "demo_bytes": demo_bytes, **check_carry_size(folder)}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"[gpu-wheels] {len(files)} wheels, {total / 2**20:.1f} MiB in {folder}")
     return manifest
@@ -201,6 +252,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="fill the wheel folder (needs PyPI)")
     p.add_argument("--wheels", type=Path, default=REPO / ".gpu_wheels")
+    p.add_argument("--demo", type=Path, help="the built demo dataset (make data) to copy into <wheels>/demo")
     i = sub.add_parser("install", help="make the check's venv from the wheel folder (offline)")
     i.add_argument("--wheels", type=Path, default=REPO / ".gpu_wheels")
     i.add_argument("--venv", type=Path, required=True)
@@ -208,7 +260,7 @@ def main() -> None:
     i.add_argument("--report", type=Path, required=True, help="JSON written here")
     args = parser.parse_args()
     if args.cmd == "prepare":
-        prepare(args.wheels)
+        prepare(args.wheels, args.demo)
         return
     report = install(args.wheels, args.venv, args.all)
     args.report.write_text(json.dumps(report, indent=2) + "\n")

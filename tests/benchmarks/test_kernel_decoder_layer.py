@@ -14,6 +14,8 @@ from higgs_ds.model.config import tiny_config
 from higgs_ds.model.modeling import HiggsAudioModel
 from tests.benchmarks.kernel_bench_utils import DEVICE, RatioTable, peak_memory_mib, pick_shape, report, timed
 
+pytestmark = pytest.mark.benchmark
+
 SHAPE = pick_shape(full=dict(batch=4, seq=2048, h=3072, i=8192, heads=24, kv=8, dtype=torch.bfloat16),
                    cpu=dict(batch=2, seq=512, h=768, i=2048, heads=12, kv=4, dtype=torch.float32),
                    tiny=dict(batch=1, seq=32, h=64, i=128, heads=4, kv=2, dtype=torch.float32))

@@ -14,6 +14,8 @@ from higgs_ds import ops
 from higgs_ds.ops import reference
 from tests.benchmarks.kernel_bench_utils import DEVICE, RatioTable, peak_memory_mib, pick_shape, report, timed
 
+pytestmark = pytest.mark.benchmark
+
 # "cpu": V is the real text vocabulary; N and H are scaled so naive fits next to other jobs in 24 GiB.
 TEXT = pick_shape(full=dict(n=8192, h=3072, v=128256, dtype=torch.bfloat16),
                   cpu=dict(n=4096, h=128, v=128256, dtype=torch.float32),

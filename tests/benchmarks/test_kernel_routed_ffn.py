@@ -13,6 +13,8 @@ from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
 from higgs_ds import ops
 from tests.benchmarks.kernel_bench_utils import DEVICE, RatioTable, peak_memory_mib, pick_shape, report, timed
 
+pytestmark = pytest.mark.benchmark
+
 # Higgs Audio v2 (Llama-3.2-3B backbone) is H=3072, I=8192; the smaller shapes keep its I/H ratio.
 SHAPE = pick_shape(full=dict(tokens=8192, h=3072, i=8192, dtype=torch.bfloat16),
                    cpu=dict(tokens=1024, h=768, i=2048, dtype=torch.float32),

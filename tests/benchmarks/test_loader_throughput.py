@@ -11,6 +11,7 @@ import time
 from itertools import islice
 
 import numpy as np
+import pytest
 import webdataset as wds
 
 from higgs_ds.data.demo import demo_sentences
@@ -20,6 +21,8 @@ from higgs_ds.data.schema import Utterance
 from higgs_ds.data.shards import INDEX_NAME, SHARD_NAME, utterance_to_tar_sample
 from higgs_ds.data.stream import StreamConfig
 from tests.data.synthetic import SPEC
+
+pytestmark = pytest.mark.benchmark
 
 H100_POSITIONS_PER_S = 11_500
 TARGET_RATIO = 3.0

@@ -13,12 +13,15 @@ from __future__ import annotations
 import statistics
 import time
 
+import pytest
 import torch
 
 from higgs_ds.model.config import tiny_config
 from higgs_ds.model.modeling import HiggsAudioModel
 from higgs_ds.train.lora import LoraConfig, apply_lora
 from tests.benchmarks.kernel_bench_utils import peak_memory_mib
+
+pytestmark = pytest.mark.benchmark
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPE = dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=8,

@@ -1,17 +1,10 @@
-"""Shared fixtures for the data tests: a tiny demo tokenizer and synthetic shards (random codes)."""
+"""Fixtures for the data tests: synthetic shards (random codes); the tokenizer is in tests/conftest.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from higgs_ds.data.demo import demo_sentences
-from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
-from tests.data.synthetic import K, random_utterance, write_synthetic_split  # noqa: F401 (re-exported)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tmp_path_factory):
-    return train_demo_tokenizer(demo_sentences()[:60], tmp_path_factory.mktemp("tok"), vocab_size=800)
+from tests.data.synthetic import write_synthetic_split
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 
 from higgs_ds.train.metrics import read_metrics
-from tests.faults.cli import finish, last_metrics, output, start_train, train
+from tests.harness import finish, last_metrics, output, start_train, train
+
+pytestmark = pytest.mark.integration
 
 GARBAGE, CUT = "shard-000003.tar", "shard-000005.tar"
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from higgs_ds.train.config import TrainConfig
 from launch import train as train_cli
-from tests.faults.cli import output, train
+from tests.harness import output, train
 
 
 def _leaf_keys(cls, prefix: str = "") -> dict[str, object]:
@@ -78,8 +78,7 @@ VALUES = st.one_of(st.sampled_from(NOT_YAML + [v for vs in WRONG.values() for v 
                    st.integers().map(str), st.floats().map(str))
 
 
-@settings(max_examples=300, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(sorted(KEYS) + GROUPS), raw=VALUES)
 def test_any_override_loads_or_fails_in_one_line(key, raw, capsys, no_training):
     no_training.clear()
@@ -91,6 +90,7 @@ def test_any_override_loads_or_fails_in_one_line(key, raw, capsys, no_training):
         assert code == 0 and len(no_training) == 1
 
 
+@pytest.mark.integration
 def test_through_the_launcher_no_rank_starts_training(tmp_path, random_data):
     proc = train(tmp_path / "run", random_data, "optim.lr=fast", ranks=2, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr, output(proc)

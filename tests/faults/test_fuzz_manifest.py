@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from higgs_ds.data.shards import INDEX_NAME, iter_tar_samples
 from launch import prepare_data
-from tests.faults.cli import output, python, read_jsonl
+from tests.harness import output, python, read_jsonl
 
 SPEC = {"codec": "synthetic", "sample_rate": 16000, "frame_rate": 25.0, "num_codebooks": 8, "codebook_size": 1024}
 TEXT = "مرحبا بكم في الاختبار"
-ROWS_TRIED = []  # rows of every example, for the figure in the README
+ROWS_TRIED = []  # rows of every example, for the figure in docs/reliability.md
 
 
 def _write_inputs(root: Path) -> dict[str, str]:
@@ -136,8 +136,7 @@ def inputs(tmp_path_factory):
     return root, files
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=25))
 def test_build_skip_bad_accounts_for_every_row(inputs, capsys, kinds):
     root, files = inputs
@@ -159,8 +158,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
 FIELDS = ["text", "codes", "speaker", "scene", "ref_text", "ref_codes", "audio", "ref_audio", "extra"]
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(changes=st.lists(st.tuples(st.sampled_from(FIELDS), JSON), min_size=1, max_size=12))
 def test_any_value_in_any_field_is_either_sharded_or_rejected(inputs, capsys, changes):
     """No oracle: each row (a good one with one field set to an arbitrary JSON value) ends up in exactly
@@ -186,7 +184,7 @@ def test_any_value_in_any_field_is_either_sharded_or_rejected(inputs, capsys, ch
 def test_every_kind_of_bad_row_through_the_command_line(inputs, tmp_path):
     """All kinds at once in a real process: exit 0, no traceback, every row accounted for."""
     root, files = inputs
-    if ROWS_TRIED:  # the README's figure (pytest -s)
+    if ROWS_TRIED:  # the figure in docs/reliability.md (pytest -s)
         print(f"fuzz: {sum(ROWS_TRIED)} rows in {len(ROWS_TRIED)} manifests, every one accounted for")
     kinds = KINDS + ["codes", "duplicate_id"]
     (tmp_path / "manifest.jsonl").write_bytes(_manifest(kinds, files)[0])

@@ -13,7 +13,7 @@ import torch
 from higgs_ds.codec import CodecConfig, load_codec
 from higgs_ds.run_dir import find_run_checkpoint
 from higgs_ds.train.checkpointing import COMPLETE, safe_load
-from tests.faults.cli import RESUME_STEPS, output, train
+from tests.harness import RESUME_STEPS, output, train
 
 
 class _Payload:
@@ -45,10 +45,11 @@ def test_safe_load_refuses_a_pickle_that_runs_code(tmp_path):
     assert not marker.exists()
 
 
-def test_resume_from_a_poisoned_checkpoint_is_refused(tmp_path, random_data, straight):
+@pytest.mark.integration
+def test_resume_from_a_poisoned_checkpoint_is_refused(tmp_path, random_data, reference_run):
     """Our rank state and DeepSpeed's own optimizer shard, both poisoned, in a checkpoint marked complete."""
     run, marker = tmp_path / "run", tmp_path / "pwned"
-    shutil.copytree(straight / "checkpoints", run / "checkpoints")
+    shutil.copytree(reference_run / "checkpoints", run / "checkpoints")
     tag = run / "checkpoints" / (run / "checkpoints" / "latest").read_text()
     for name in ("higgs_rank1.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"):
         _poison(tag / name, marker)
@@ -67,9 +68,10 @@ def test_codec_loader_refuses_a_pickle_that_runs_code(tmp_path):
     assert not marker.exists()
 
 
-def test_generation_and_export_loading_a_run_refuse_a_poisoned_shard(tmp_path, straight):
+@pytest.mark.integration
+def test_generation_and_export_loading_a_run_refuse_a_poisoned_shard(tmp_path, reference_run):
     marker = tmp_path / "pwned"
-    shutil.copytree(straight / "checkpoints", tmp_path / "checkpoints")
+    shutil.copytree(reference_run / "checkpoints", tmp_path / "checkpoints")
     tag = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text()
     _poison(tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt", marker)
     _remark_complete(tag)

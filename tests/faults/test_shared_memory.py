@@ -8,9 +8,10 @@ import pytest
 
 from higgs_ds.train.checkpointing import FAULT_ENV
 from higgs_ds.train.distributed import SHM_DIR
-from tests.faults.cli import output, train
+from tests.harness import output, train
 
-pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this machine")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this machine")]
 
 
 def segments() -> set:

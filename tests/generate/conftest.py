@@ -1,4 +1,4 @@
-"""Shared fixtures: the demo tokenizer and a tiny model overfit, in process, on two demo-like samples
+"""Shared fixtures: a tiny model overfit, in process, on two demo-like samples
 (Arabic demo sentences with seeded random codes; one has a voice-cloning reference and a scene)."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import torch
 
 from higgs_ds.data.collate import Collator, CollatorConfig
 from higgs_ds.data.demo import demo_sentences
-from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.data.render import ChatMLRenderer
 from higgs_ds.data.schema import Utterance, utterance_to_chatml
 from higgs_ds.model.config import tiny_config
@@ -28,11 +27,6 @@ class Overfit:
     tokenizer: object
     utterances: list[Utterance]
     steps: int
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tmp_path_factory):
-    return train_demo_tokenizer(demo_sentences(), tmp_path_factory.mktemp("tok"), vocab_size=800)
 
 
 def model_config_for(tokenizer, **overrides):

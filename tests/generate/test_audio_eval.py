@@ -10,7 +10,7 @@ import torch
 from higgs_ds.codec import CodecConfig, load_codec
 from higgs_ds.data.demo import build_seeded_demo_dac
 from higgs_ds.data.shards import SHARD_NAME, utterance_to_tar_sample, write_shard
-from higgs_ds.inference import SpeechScorer, error_counts, normalize_for_asr
+from higgs_ds.inference import SpeechScorer, error_counts, normalize_for_eval
 from higgs_ds.train.audio_eval import (
     AudioEvalConfig,
     AudioEvaluator,
@@ -57,8 +57,8 @@ def test_audio_eval_on_the_overfit_model_logs_saves_and_scores(overfit, tmp_path
     assert m["tf/loss_audio"] < 0.5
     assert m["gen/frame_acc"] == 1.0 and m["gen/cb0_acc"] == 1.0
     assert m["gen/length_ratio"] == 1.0 and m["gen/stop_rate"] == 1.0
-    words = len(normalize_for_asr(overfit.utterances[1].text).split())
-    total = sum(len(normalize_for_asr(u.text).split()) for u in overfit.utterances)
+    words = len(normalize_for_eval(overfit.utterances[1].text).split())
+    total = sum(len(normalize_for_eval(u.text).split()) for u in overfit.utterances)
     assert m["score/wer"] == pytest.approx(1 / total) and words > 1
     assert m["score/sim"] == pytest.approx(1.0)
 
@@ -71,8 +71,8 @@ def test_audio_eval_on_the_overfit_model_logs_saves_and_scores(overfit, tmp_path
     assert [r["step"] for r in record] == [20] and record[0]["gen/frame_acc"] == 1.0
     (step, media), (scalar_step, scalars) = writer.wandb.logged  # audio + images, then the scalars
     assert step == scalar_step == 20
-    assert sorted(media) == sorted(f"audio_eval/{u.id}/{kind}" for u in overfit.utterances
-                                   for kind in ("audio", "spectrogram"))
+    assert sorted(media) == sorted(f"audio_eval/{u.id}/{kind}" for u in overfit.utterances  # references: first eval
+                                   for kind in ("audio", "spectrogram", "reference", "reference_spectrogram"))
     assert scalars["audio_eval/gen/frame_acc"] == 1.0
 
 

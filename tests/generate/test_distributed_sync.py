@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -35,6 +36,7 @@ def _worker(rank: int, world: int, ckpt: str, port: int, result_dir: str) -> Non
         dist.destroy_process_group()
 
 
+@pytest.mark.integration  # two torch.multiprocessing ranks over gloo
 def test_ranks_with_different_lengths_stay_in_lockstep(overfit, tmp_path):
     ckpt = tmp_path / "ckpt"
     save_pretrained(overfit.model.state_dict(), overfit.model.config, ckpt, layout="boson")

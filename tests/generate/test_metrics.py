@@ -18,7 +18,7 @@ from higgs_ds.codec import load_audio
 from higgs_ds.data.demo import DEMO_SPEAKERS, synthesize
 from higgs_ds.inference.metrics import DnsMos, ResemblyzerEmbedder, resample
 from higgs_ds.inference.metrics.signal import dtw_path
-from higgs_ds.inference.scoring import ScorerConfig, SpeechScorer, aggregate, build_scorer, summarize
+from higgs_ds.inference.scoring import ScorerConfig, SpeechScorer, aggregate, build_scorer, error_counts, summarize
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 TEXT = "ذهب الولد إلى المدرسة في الصباح"
@@ -146,7 +146,9 @@ def test_whisper_and_wavlm_paths_from_local_folders(clips, tmp_path):
     transcript = scorer.transcriber(clips["clip"], RATE)
     assert isinstance(transcript, str) and transcript == scorer.transcriber(clips["clip"], RATE)  # deterministic
     row = scorer.score_one(clips["clip"], RATE, TEXT, clips["clip"], RATE)
-    assert row["sim_wavlm"] == pytest.approx(1.0, abs=1e-5) and row["cer"] >= 0 and row["chars"] > 0
+    expected = error_counts(TEXT, transcript)  # the row scores this transcript against the text
+    assert row["sim_wavlm"] == pytest.approx(1.0, abs=1e-5) and row["chars"] == expected["chars"] > 0
+    assert row["cer"] == expected["char_errors"] / expected["chars"] and row["char_errors"] == expected["char_errors"]
     assert set(row) >= {"wer", "cer", "sim_wavlm"} and "sim" not in row and "mcd" not in row
     with pytest.raises(FileNotFoundError, match="not a local model folder"):
         build_scorer(ScorerConfig(resemblyzer=False, dnsmos=False, mcd=False, wavlm=str(tmp_path)))

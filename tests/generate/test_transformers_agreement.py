@@ -1,7 +1,7 @@
 """Greedy codes from our decoder equal `HiggsAudioV2ForConditionalGeneration.generate`'s, same weights
 and prompt.
 
-How the port's inputs map to ours (see README.md, "Agreement with transformers"):
+How the port's inputs map to ours (see docs/generation.md, "Agreement with transformers"):
 - prompt: our prompt without its last position (the all-BOS column): the port's first step is a
   forward at `<|audio_out_bos|>` whose audio-head output it forces to all-BOS, then feeds it back;
 - prompt audio: our delayed prompt segments as `audio_input_ids` [1, N, K] (every audio position uses

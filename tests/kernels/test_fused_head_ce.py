@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from higgs_ds.kernels import chunked_ce
 
 from higgs_ds import ops
-from higgs_ds.ops import chunked_ce, reference
+from higgs_ds.ops import reference
 from tests.kernels.tolerance import DEVICE, assert_no_worse_than_torch
 
 HIDDEN = 32

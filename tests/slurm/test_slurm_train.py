@@ -14,21 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from higgs_ds.train.metrics import read_metrics
+from tests.harness import losses, tiny_overrides
 from tests.slurm.cluster import job_info, logged_steps, rank_pid, sh, submit, tail, wait_for_end, wait_until
+
+pytestmark = pytest.mark.cluster
 
 STEPS = 40  # ~0.2 s per step here: long enough to interrupt mid-run
 
 
 def _overrides(data: dict, *extra: str) -> list[str]:
-    return [f"steps={STEPS}", "log_every=1", "save_every=1000", "eval_every=0", "predict_every=0",
-            "optim.warmup_steps=2", f"data.shards={data['train']}", f"data.eval_shards={data['eval']}",
-            f"data.tokenizer={data['tokenizer']}", "data.num_workers=1", "wandb_project=null",
-            "model.hidden_size=64", "model.intermediate_size=128", "dist_timeout_s=60", "audio_eval.every=0", *extra]
-
-
-def _losses(run_dir: Path) -> list[tuple[int, float, float, float]]:
-    return [(r["step"], r["loss"], r["loss/text"], r["loss/audio"]) for r in read_metrics(run_dir / "metrics.jsonl")]
+    return tiny_overrides(data, f"steps={STEPS}", "log_every=1", "save_every=1000", "eval_every=0", "predict_every=0",
+                          "optim.warmup_steps=2", "dist_timeout_s=60", *extra)
 
 
 def _run(env: dict, root: Path, data: dict, **job_env: str) -> tuple[Path, str, dict]:
@@ -61,14 +57,14 @@ def test_srun_job_trains_on_both_nodes_and_carries_the_environment(straight):
     assert (run_dir / "checkpoints" / "latest").read_text() == final.name
     assert sorted(p.name for p in final.glob("higgs_rank*.pt")) == ["higgs_rank0.pt", "higgs_rank1.pt"]
     assert len(list(final.glob("zero_pp_rank_*_model_states.pt"))) == 2  # each rank wrote its ZeRO-3 shard
-    assert [s for s, *_ in _losses(run_dir)] == list(range(1, STEPS + 1))
+    assert list(losses(run_dir)) == list(range(1, STEPS + 1))
 
 
 def test_deepspeed_launcher_per_node_trains_the_same_curve(straight, slurm_cluster, random_data, tmp_path):
     run_dir, log, _ = _run(slurm_cluster, tmp_path, random_data, LAUNCHER="deepspeed")
     for node_rank in (0, 1):
         assert f"nnodes=2, num_local_procs=1, node_rank={node_rank}" in log, tail(tmp_path / "job.log")
-    assert _losses(run_dir) == _losses(straight[0])
+    assert losses(run_dir) == losses(straight[0])
 
 
 def test_killed_rank_ends_the_job_nonzero_within_120s(slurm_cluster, random_data, tmp_path):
@@ -105,7 +101,7 @@ def test_preemption_warning_checkpoints_requeues_and_resumes_the_same_curve(stra
     for expected in ("got SIGUSR1: asking the ranks to checkpoint", "stop requested (SIGUSR1)",
                      f"requeueing job {job}", "attempt 2", f"resumed from {run_dir}/checkpoints/step{stopped_at:06d}"):
         assert expected in text, f"{expected!r} not in the log:\n{tail(log)}"
-    assert _losses(run_dir) == _losses(straight[0])
+    assert losses(run_dir) == losses(straight[0])
 
 
 def test_sigterm_to_the_ranks_checkpoints_and_a_resubmission_resumes_the_same_curve(straight, slurm_cluster,
@@ -123,4 +119,4 @@ def test_sigterm_to_the_ranks_checkpoints_and_a_resubmission_resumes_the_same_cu
     info = wait_for_end(env, submit(env, log2, run_dir, _overrides(random_data)), log2)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), tail(log2)
     assert f"resumed from {run_dir}/checkpoints/step{stopped_at:06d}" in log2.read_text(), tail(log2)
-    assert _losses(run_dir) == _losses(straight[0])
+    assert losses(run_dir) == losses(straight[0])

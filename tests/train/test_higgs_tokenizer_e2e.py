@@ -21,7 +21,9 @@ from higgs_ds.train.metrics import read_metrics
 from launch import generate as generate_cli
 from launch.export import export
 from tests.codec.tiny_tokenizer import save_tiny_higgs_tokenizer
-from tests.train.launcher import run_training
+from tests.harness import run_training
+
+pytestmark = pytest.mark.integration
 
 
 def _split(root: Path, name: str, codec: CodecConfig, sentences: list[str], seed: int) -> Path:

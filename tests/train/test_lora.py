@@ -28,7 +28,7 @@ from higgs_ds.train.build import load_tokenizer
 from higgs_ds.train.config import load_config
 from higgs_ds.train.lora import ADAPTER_CONFIG_NAME, LoraConfig, adapted_model, apply_lora, is_adapter_param
 from launch.export import export
-from tests.train.test_train_loop import _losses, _train
+from tests.harness import losses, run_training
 
 # Adapter dropout on: exact resume must hold with random masks too (the RNG state travels with checkpoints).
 LORA = ("lora.enabled=true", "lora.rank=4", "lora.alpha=8", "lora.dropout=0.1",
@@ -101,7 +101,7 @@ def base(tmp_path_factory, random_data) -> Path:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, random_data, base) -> Path:
     run = tmp_path_factory.mktemp("lora") / "straight"
-    _train(run, random_data, *STEPS, *LORA, f"model.init={base}")
+    run_training(run, random_data, *STEPS, *LORA, f"model.init={base}")
     return run
 
 
@@ -110,6 +110,7 @@ def _run_state(run_dir: Path, tag: str | None = None):
     return ckpt, ckpt.state_dict()
 
 
+@pytest.mark.integration
 def test_zero3_trains_only_the_adapters_and_the_audio_head(straight, base):
     ckpt, trained = _run_state(straight)
     assert ckpt.meta["train"]["lora"]["enabled"]  # export knows from the checkpoint's config
@@ -128,6 +129,7 @@ def test_zero3_trains_only_the_adapters_and_the_audio_head(straight, base):
     assert all(not torch.equal(half[n], trained[n]) for n in adapters)
 
 
+@pytest.mark.integration
 def test_zero3_partitions_the_adapters_created_after_zero_init(straight):
     """The adapters are created after `zero.Init`; `deepspeed.initialize` makes them ZeRO-3 parameters:
     the checkpoint lists exactly them (and the audio head) as trained, and each rank holds about half of
@@ -144,13 +146,14 @@ def test_zero3_partitions_the_adapters_created_after_zero_init(straight):
     assert sum(held) >= total and max(held) < 0.6 * total, (held, total)
 
 
+@pytest.mark.integration
 def test_zero3_lora_resume_is_exact(tmp_path, random_data, base, straight):
     """Stopped after 2 steps and resumed: the same per-step losses, bit for bit."""
     split = tmp_path / "split"
-    _train(split, random_data, *STEPS, *LORA, f"model.init={base}", "stop_at=2")
+    run_training(split, random_data, *STEPS, *LORA, f"model.init={base}", "stop_at=2")
     assert (split / "checkpoints" / "latest").read_text() == "step000002"
-    _train(split, random_data, *STEPS, *LORA, f"model.init={base}", "resume=auto")
-    assert _losses(split) == _losses(straight)
+    run_training(split, random_data, *STEPS, *LORA, f"model.init={base}", "resume=auto")
+    assert losses(split) == losses(straight)
 
 
 def _logits(model, config):
@@ -163,6 +166,7 @@ def _logits(model, config):
         return model.text_logits(out.hidden_states), model.audio_logits(out.hidden_states[out.audio_out_mask])
 
 
+@pytest.mark.integration
 def test_merged_exports_match_the_adapted_model(tmp_path, straight):
     ckpt, state = _run_state(straight)
     config, lora = ckpt.model_config, LoraConfig.from_run_config(ckpt.meta["train"])
@@ -178,6 +182,7 @@ def test_merged_exports_match_the_adapted_model(tmp_path, straight):
     assert not any(info.values()), info
 
 
+@pytest.mark.integration
 def test_adapter_only_export_loads_with_peft(tmp_path, straight, base):
     ckpt, state = _run_state(straight)
     config, lora = ckpt.model_config, LoraConfig.from_run_config(ckpt.meta["train"])
@@ -192,11 +197,12 @@ def test_adapter_only_export_loads_with_peft(tmp_path, straight, base):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.integration
 def test_zero2_lora_with_fully_trained_audio_embeddings(tmp_path, random_data, base):
     run = tmp_path / "zero2"
-    proc = _train(run, random_data, "steps=2", "save_every=2", "eval_every=0", "predict_every=0", "lora.enabled=true",
-                  "lora.targets=[attention]", "lora.train_audio_embeddings=true", f"model.init={base}",
-                  ds_config="ds_configs/zero2.json")
+    proc = run_training(run, random_data, "steps=2", "save_every=2", "eval_every=0", "predict_every=0",
+                        "lora.enabled=true", "lora.targets=[attention]", "lora.train_audio_embeddings=true",
+                        f"model.init={base}", ds_config="ds_configs/zero2.json")
     assert "ZeRO stage 2" in proc.stdout + proc.stderr
     trained = torch.load(run / "checkpoints" / "step000002" / "mp_rank_00_model_states.pt",
                          weights_only=False)["module"]  # ZeRO-2 keeps whole fp32 weights here

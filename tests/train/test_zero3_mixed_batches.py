@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from tests.train.launcher import run_deepspeed
+from tests.harness import run_deepspeed
+
+pytestmark = pytest.mark.integration
 
 
 def _run(out, backend):

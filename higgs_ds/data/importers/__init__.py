@@ -1,4 +1,5 @@
-"""Corpus importers: Hugging Face datasets, LJSpeech, Common Voice and Kaldi folders -> our JSONL manifest.
+"""Corpus importers: Hugging Face datasets, LJSpeech, Common Voice, Kaldi folders and lhotse manifests -> our
+JSONL manifest.
 
     summary = import_corpus(ImportConfig(fmt="ljspeech", src="corpora/arabic-lj", out="data/manifests",
                                          eval_fraction=0.05, ref_pairing="same-speaker"))
@@ -16,9 +17,11 @@ from higgs_ds.data.importers.common import FORMAT_OPTIONS, ImportConfig, check_r
 from higgs_ds.data.importers.commonvoice import read_commonvoice
 from higgs_ds.data.importers.hf import read_hf
 from higgs_ds.data.importers.kaldi import read_kaldi
+from higgs_ds.data.importers.lhotse_manifests import read_lhotse
 from higgs_ds.data.importers.ljspeech import read_ljspeech
 
-READERS = {"hf": read_hf, "ljspeech": read_ljspeech, "commonvoice": read_commonvoice, "kaldi": read_kaldi}
+READERS = {"hf": read_hf, "ljspeech": read_ljspeech, "commonvoice": read_commonvoice, "kaldi": read_kaldi,
+           "lhotse": read_lhotse}
 assert set(READERS) == set(FORMAT_OPTIONS)
 
 __all__ = ["FORMAT_OPTIONS", "ImportConfig", "READERS", "import_corpus"]

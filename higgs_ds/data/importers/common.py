@@ -35,6 +35,7 @@ FORMAT_OPTIONS = {  # options that only make sense for one format (None = not gi
     "ljspeech": ("speaker",),
     "commonvoice": ("split",),
     "kaldi": ("audio_root",),
+    "lhotse": ("split",),
 }
 SPLITS = ("train", "eval")
 AUDIO_DIR = "audio"  # under the output folder, for audio that arrives as bytes or arrays
@@ -49,7 +50,7 @@ class ImportConfig:
     eval_fraction: float = 0.0
     seed: int = 0
     ref_pairing: str = "none"  # "none" | "same-speaker": another utterance of the speaker, same split
-    split: str | None = None  # hf: the dataset split; commonvoice: the .tsv name (default validated)
+    split: str | None = None  # hf: dataset split; commonvoice: .tsv name (default validated); lhotse: *_<split>.*
     audio_column: str | None = None  # hf, default "audio"
     text_column: str | None = None  # hf, default "text"
     speaker_column: str | None = None  # hf
@@ -61,7 +62,7 @@ class ImportConfig:
     def __post_init__(self) -> None:
         if self.fmt not in FORMAT_OPTIONS:
             raise ValueError(f"unknown corpus format {self.fmt!r}; expected one of {sorted(FORMAT_OPTIONS)}")
-        if not Path(self.src).is_dir():
+        if not (Path(self.src).is_dir() or (self.fmt == "lhotse" and Path(self.src).is_file())):
             raise FileNotFoundError(f"corpus folder {self.src} not found")
         if self.split_by not in ("utterance", "speaker"):
             raise ValueError(f"split_by must be 'utterance' or 'speaker', got {self.split_by!r}")

@@ -1,0 +1,286 @@
+"""Long recordings to utterances: voice activity detection, bounds, transcription, and an account of
+every second of input.
+
+Per source file:
+1. the audio is read in blocks and resampled to 16 kHz for silero-vad (its bundled model, nothing is
+   downloaded); the source itself is never held whole at its own rate;
+2. silero-vad finds speech, merging across pauses shorter than `merge_gap`, splitting speech longer
+   than `max_seconds` at its longest pause, and padding edges by `pad`;
+3. a segment shorter than `min_seconds` joins its neighbour across a pause of at most `join_gap` when
+   the result still fits; padded neighbours are cut apart at the middle of their overlap;
+4. segments outside the bounds are dropped (`too_short`, `too_long`); the rest are transcribed by a
+   local Whisper in batches and dropped below `min_asr_confidence` (`low_asr_confidence`);
+5. what no segment covers is `no_speech`; a file that cannot be read is `failed_to_decode`.
+
+Counting is done in source samples, so for each file kept + dropped equals its length exactly.
+Existing per-file transcripts are not aligned to segments: aligning long transcripts to VAD cuts
+needs a forced aligner, which this step does not ship; transcription comes from `--asr`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+from higgs_ds.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+VAD_RATE = 16_000
+_VAD_WINDOW = 512  # samples per silero-vad probability at 16 kHz
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
+DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    inputs: tuple[str, ...]  # audio files, folders of them, or text files listing one path per line
+    out: str
+    asr: str | None = None  # local Whisper folder; without it only segments.jsonl and the wavs are written
+    min_seconds: float = 1.0
+    max_seconds: float = 20.0
+    merge_gap: float = 0.3  # pauses shorter than this never split speech
+    join_gap: float = 1.0  # a too-short segment joins a neighbour across a pause up to this long
+    pad: float = 0.1
+    vad_threshold: float = 0.5
+    min_asr_confidence: float = 0.4
+    speaker_pattern: str | None = None  # regex with a `speaker` group, searched in the source path
+    language: str = "ar"
+    device: str = "cpu"
+    asr_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_seconds < self.max_seconds:
+            raise ConfigError(f"need 0 < --min-seconds < --max-seconds, got {self.min_seconds}, {self.max_seconds}",
+                              where="--min-seconds/--max-seconds")
+        if self.asr and self.max_seconds > 30:
+            raise ConfigError(f"--max-seconds {self.max_seconds} is longer than Whisper's 30 s window",
+                              where="--max-seconds", fix="use at most 30 with --asr")
+        if self.speaker_pattern and "(?P<speaker>" not in self.speaker_pattern:
+            raise ConfigError(f"{self.speaker_pattern!r} has no (?P<speaker>...) group", where="--speaker-pattern")
+        if self.asr and not Path(self.asr).is_dir():
+            raise ConfigError(f"{self.asr} is not a local folder", where="--asr",
+                              fix="give a folder with a Whisper checkpoint (config.json, weights, processor files)")
+
+
+@dataclass
+class Segment:
+    source: str
+    start: int  # source samples
+    end: int
+    sample_rate: int
+    vad_score: float
+    reason: str | None = None  # None when kept
+    text: str = ""
+    asr_confidence: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start) / self.sample_rate
+
+    def record(self) -> dict:
+        return {"source": self.source, "start": round(self.start / self.sample_rate, 3),
+                "end": round(self.end / self.sample_rate, 3), "vad_score": round(self.vad_score, 4),
+                "asr_confidence": None if self.asr_confidence is None else round(self.asr_confidence, 4),
+                "text": self.text, "kept": self.reason is None, "reason": self.reason}
+
+
+@dataclass
+class FileAccount:
+    source: str
+    sample_rate: int
+    samples: int
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reason -> samples
+
+    def seconds(self) -> dict:
+        rate = self.sample_rate or 1
+        return {"source": self.source, "seconds": self.samples / rate, "kept": self.kept / rate,
+                "dropped": {k: v / rate for k, v in self.dropped.items()}}
+
+
+def find_sources(inputs: tuple[str, ...]) -> list[Path]:
+    sources: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            sources += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        elif item.suffix.lower() in AUDIO_SUFFIXES:
+            sources.append(item)
+        elif item.is_file():  # a list of paths, relative to the list's folder
+            lines = [ln.strip() for ln in item.read_text(encoding="utf-8").splitlines()]
+            sources += [(item.parent / ln) for ln in lines if ln and not ln.startswith("#")]
+        else:
+            raise DataError(f"{item} does not exist", where="--input", fix="give audio files, folders or a list")
+    if not sources:
+        raise DataError(f"no audio files under {', '.join(inputs)}", where="--input",
+                        fix=f"audio files end in one of {sorted(AUDIO_SUFFIXES)}")
+    return sources
+
+
+def read_for_vad(path: Path, block_seconds: float = 60.0) -> tuple[torch.Tensor, int, int]:
+    """(mono 16 kHz waveform, source rate, source length in samples), read block by block."""
+    info = soundfile.info(str(path))
+    pieces = []
+    for block in soundfile.blocks(str(path), blocksize=int(block_seconds * info.samplerate), always_2d=True,
+                                  dtype="float32"):
+        mono = torch.from_numpy(block.mean(axis=1))
+        pieces.append(torchaudio.functional.resample(mono, info.samplerate, VAD_RATE)
+                      if info.samplerate != VAD_RATE else mono)
+    return (torch.cat(pieces) if pieces else torch.zeros(0)), info.samplerate, info.frames
+
+
+def shape_segments(spans: list[tuple[int, int]], cfg: SegmentConfig, rate: int) -> list[tuple[int, int]]:
+    """Join too-short spans to a neighbour where they fit, then cut padded overlaps at their middle."""
+    min_len, max_len, join = (int(x * rate) for x in (cfg.min_seconds, cfg.max_seconds, cfg.join_gap))
+    spans = sorted(spans)
+    joined = True
+    while joined:
+        joined = False
+        for i, (start, end) in enumerate(spans):
+            if end - start >= min_len:
+                continue
+            neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(spans)]
+            fits = [j for j in neighbours if max(spans[j][1], end) - min(spans[j][0], start) <= max_len
+                    and max(spans[j][0], start) - min(spans[j][1], end) <= join]
+            if fits:
+                j = min(fits, key=lambda k: max(spans[k][0], start) - min(spans[k][1], end))
+                spans[min(i, j)] = (min(spans[j][0], start), max(spans[j][1], end))
+                del spans[max(i, j)]
+                joined = True
+                break
+    for i in range(len(spans) - 1):
+        (a_start, a_end), (b_start, b_end) = spans[i], spans[i + 1]
+        if a_end > b_start:
+            middle = (a_end + b_start) // 2
+            spans[i], spans[i + 1] = (a_start, middle), (middle, b_end)
+    return spans
+
+
+class Segmenter:
+    def __init__(self, cfg: SegmentConfig) -> None:
+        from silero_vad import get_speech_timestamps, load_silero_vad
+
+        self.cfg = cfg
+        self.vad, self._timestamps = load_silero_vad(), get_speech_timestamps
+        self.asr = None
+        if cfg.asr:
+            from higgs_ds.prep.asr import BatchedWhisper
+
+            self.asr = BatchedWhisper(cfg.asr, cfg.device, cfg.language, cfg.asr_batch_size)
+
+    def speaker(self, source: Path) -> str:
+        if not self.cfg.speaker_pattern:
+            return source.stem
+        match = re.search(self.cfg.speaker_pattern, str(source))
+        if not match:
+            raise DataError(f"--speaker-pattern {self.cfg.speaker_pattern!r} does not match", where=str(source),
+                            fix="fix the pattern, or leave it out for one speaker per file")
+        return match["speaker"]
+
+    def find(self, source: Path) -> tuple[list[Segment], FileAccount]:
+        """Kept and dropped segments of one file, transcripts not yet filled in."""
+        cfg = self.cfg
+        try:
+            audio, rate, length = read_for_vad(source)
+        except (RuntimeError, soundfile.LibsndfileError, ValueError) as exc:
+            log.warning("%s: cannot be decoded (%s); counted as failed_to_decode", source, exc)
+            try:
+                info = soundfile.info(str(source))
+                account = FileAccount(str(source), info.samplerate, info.frames)
+            except (RuntimeError, soundfile.LibsndfileError):
+                account = FileAccount(str(source), 0, 0)
+            account.dropped["failed_to_decode"] = account.samples
+            return [], account
+        probs = self.vad.audio_forward(audio, VAD_RATE)[0] if len(audio) >= _VAD_WINDOW else torch.zeros(0)
+        self.vad.reset_states()
+        stamps = self._timestamps(
+            audio, self.vad, threshold=cfg.vad_threshold, sampling_rate=VAD_RATE,
+            min_speech_duration_ms=100, max_speech_duration_s=cfg.max_seconds - 2 * cfg.pad,
+            min_silence_duration_ms=int(cfg.merge_gap * 1000), speech_pad_ms=int(cfg.pad * 1000))
+        scale = rate / VAD_RATE
+        spans = [(min(length, round(s["start"] * scale)), min(length, round(s["end"] * scale))) for s in stamps]
+        segments = []
+        for start, end in shape_segments(spans, cfg, rate):
+            first = int(start / scale) // _VAD_WINDOW
+            window = probs[first:max(int(end / scale) // _VAD_WINDOW, first + 1)]
+            seg = Segment(str(source), start, end, rate, float(window.mean()) if len(window) else 0.0)
+            if seg.seconds < cfg.min_seconds:
+                seg.reason = "too_short"
+            elif seg.seconds > cfg.max_seconds:
+                seg.reason = "too_long"
+            segments.append(seg)
+        account = FileAccount(str(source), rate, length)
+        account.dropped["no_speech"] = length - sum(s.end - s.start for s in segments)
+        return segments, account
+
+    def transcribe(self, segments: list[Segment]) -> None:
+        todo = [s for s in segments if s.reason is None]
+        if not self.asr or not todo:
+            return
+        clips = [read_clip(s, VAD_RATE) for s in todo]
+        for seg, (text, confidence) in zip(todo, self.asr.transcribe(clips), strict=True):
+            seg.text, seg.asr_confidence = text, confidence
+            if not text or confidence < self.cfg.min_asr_confidence:
+                seg.reason = "low_asr_confidence"
+
+
+def read_clip(seg: Segment, rate: int | None = None) -> np.ndarray:
+    clip, _ = soundfile.read(seg.source, start=seg.start, stop=seg.end, always_2d=True, dtype="float32")
+    mono = clip.mean(axis=1)
+    if rate and rate != seg.sample_rate:
+        mono = torchaudio.functional.resample(torch.from_numpy(mono), seg.sample_rate, rate).numpy()
+    return mono
+
+
+def segment_recordings(cfg: SegmentConfig) -> dict:
+    """Writes wavs/, segments.jsonl, manifest.jsonl (with --asr) and segment_summary.json under `cfg.out`."""
+    out = Path(cfg.out)
+    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    segmenter = Segmenter(cfg)
+    accounts, manifest_lines = [], []
+    with open(out / "segments.jsonl", "w", encoding="utf-8") as seg_file:
+        for source in find_sources(cfg.inputs):
+            segments, account = segmenter.find(source)
+            segmenter.transcribe(segments)
+            speaker = segmenter.speaker(source) if segments else source.stem
+            for index, seg in enumerate(segments):
+                seg_file.write(json.dumps(seg.record(), ensure_ascii=False) + "\n")
+                if seg.reason:
+                    account.dropped[seg.reason] += seg.end - seg.start
+                    continue
+                account.kept += seg.end - seg.start
+                wav = Path("wavs") / source.stem / f"{source.stem}_{index:04d}.wav"
+                (out / wav).parent.mkdir(parents=True, exist_ok=True)
+                soundfile.write(out / wav, read_clip(seg), seg.sample_rate)
+                if segmenter.asr:
+                    manifest_lines.append({"id": f"{source.stem}_{index:04d}", "audio": str(wav), "text": seg.text,
+                                           "speaker": speaker})
+            if account.kept + sum(account.dropped.values()) != account.samples:  # a bug, never bad input
+                raise RuntimeError(f"{source}: seconds do not add up: {account}")
+            accounts.append(account)
+    if segmenter.asr:
+        with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in manifest_lines)
+    summary = summarize(accounts, len(manifest_lines), cfg)
+    (out / "segment_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    return summary
+
+
+def summarize(accounts: list[FileAccount], kept_segments: int, cfg: SegmentConfig) -> dict:
+    per_file = [a.seconds() for a in accounts]
+    dropped = Counter()
+    for row in per_file:
+        dropped.update(row["dropped"])
+    return {"files": len(accounts), "input_seconds": sum(r["seconds"] for r in per_file),
+            "kept_seconds": sum(r["kept"] for r in per_file), "kept_segments": kept_segments,
+            "dropped_seconds": {reason: dropped.get(reason, 0.0) for reason in DROP_REASONS},
+            "config": asdict(cfg), "per_file": per_file}

@@ -1,0 +1,156 @@
+"""What the run report reads from a run directory, and nothing else (no training code, no torch):
+
+    <run_dir>/config.json                   the TrainConfig of the run
+    <run_dir>/metrics.jsonl                 one record per line: {"step", "kind": train|eval|audio_eval, ...}
+    <run_dir>/predictions.jsonl             the shifted prediction report, one per `predict_every` steps
+    <run_dir>/audio_eval[/train]/           held-out [training] listening prompts:
+        prompts.json                        id -> {"text", "speaker", "ref_text"}
+        stepNNNNNN/<id>.wav .png .npy       the generation at that step: audio, spectrogram, codes [K, T]
+        reference/<id>.wav .png .npy        the target, decoded once
+
+A run still in progress may have a half-written last line in a JSONL file (skipped) and eval folders
+whose files are not all there yet (shown as missing).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from higgs_ds.errors import CheckpointError
+
+# (label, metric key, format) of the listening table: first vs last eval
+LISTENING_ROWS = (("length ratio", "gen/length_ratio", "{:.2f}"), ("stop rate", "gen/stop_rate", "{:.2f}"),
+                  ("frame accuracy", "gen/frame_acc", "{:.3f}"), ("speaker sim, own voice", "score/sim", "{:.3f}"),
+                  ("speaker sim, other voices", "score/sim_other_voices", "{:.3f}"),
+                  ("DNSMOS overall", "score/dnsmos_ovrl", "{:.2f}"), ("MCD (dB)", "score/mcd", "{:.2f}"),
+                  ("MCD x length ratio", "score/mcd_sl", "{:.2f}"), ("CER", "score/cer", "{:.3f}"))
+
+# (folder under audio_eval/, metric-key prefix, heading)
+EVAL_SETS = (("", "", "held-out prompts"), ("train", "train/", "training prompts (memorised)"))
+
+_STEP_DIR = re.compile(r"^step(\d+)$")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a JSONL file; a half-written last line (a run writing it now) is skipped, a bad line
+    elsewhere is an error naming the file and line."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break
+            raise CheckpointError(f"not a JSON record ({exc.msg})", where=f"{path}:{number}",
+                                  fix="remove or repair that line") from None
+    return records
+
+
+def compare_codes(generated: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Generated codes [K, T_g] against reference codes [K, T_r], frame by frame (as the listening eval)."""
+    t_ref, t_gen = reference.shape[1], generated.shape[1]
+    n = min(t_ref, t_gen)
+    same = generated[:, :n] == reference[:, :n]
+    return {"frame_acc": float(same.all(axis=0).sum()) / max(t_ref, 1),
+            "cb0_acc": float(same[0].sum()) / max(t_ref, 1), "length_ratio": t_gen / max(t_ref, 1)}
+
+
+@dataclass
+class Prompt:
+    id: str
+    text: str = ""
+    speaker: str | None = None
+
+
+@dataclass
+class EvalSet:
+    """One listening-prompt set: its folder, eval steps (ascending) and prompts."""
+
+    root: Path
+    prefix: str
+    heading: str
+    steps: list[int]
+    prompts: list[Prompt]
+
+    def step_dir(self, step: int) -> Path:
+        return self.root / f"step{step:06d}"
+
+    def generated(self, step: int, prompt_id: str, suffix: str) -> Path:
+        return self.step_dir(step) / f"{prompt_id}{suffix}"
+
+    def reference(self, prompt_id: str, suffix: str) -> Path:
+        return self.root / "reference" / f"{prompt_id}{suffix}"
+
+    def prompt_metrics(self, step: int, prompt_id: str) -> dict[str, float]:
+        """Frame / codebook-0 accuracy and length ratio of one prompt at one step, from the saved codes
+        ({} when the codes are not both there)."""
+        generated, reference = self.generated(step, prompt_id, ".npy"), self.reference(prompt_id, ".npy")
+        try:
+            return compare_codes(np.load(generated), np.load(reference))
+        except (OSError, ValueError, IndexError):  # missing or half-written by a running eval
+            return {}
+
+
+@dataclass
+class RunFiles:
+    run_dir: Path
+    config: dict = field(default_factory=dict)
+    train: list[dict] = field(default_factory=list)
+    eval: list[dict] = field(default_factory=list)
+    audio_eval: dict[int, dict] = field(default_factory=dict)  # step -> the records of that step, merged
+    eval_sets: list[EvalSet] = field(default_factory=list)
+    prediction: dict | None = None  # the latest prediction report
+
+    @property
+    def last_step(self) -> int:
+        return max((r["step"] for r in self.train), default=0)
+
+
+def _read_prompts(root: Path, ids: set[str]) -> list[Prompt]:
+    described = {}
+    if (root / "prompts.json").is_file():
+        try:
+            described = json.loads((root / "prompts.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            described = {}  # being written: the ids still come from the wav names
+    prompts = [Prompt(pid, entry.get("text", ""), entry.get("speaker")) for pid, entry in described.items()]
+    return prompts + [Prompt(pid) for pid in sorted(ids - set(described))]
+
+
+def read_eval_sets(run_dir: Path) -> list[EvalSet]:
+    sets = []
+    for folder, prefix, heading in EVAL_SETS:
+        root = run_dir / "audio_eval" / folder if folder else run_dir / "audio_eval"
+        if not root.is_dir():
+            continue
+        steps = sorted(int(step.group(1)) for p in root.iterdir() if p.is_dir() and (step := _STEP_DIR.match(p.name)))
+        ids = {p.stem for d in [root / "reference", *(root / f"step{s:06d}" for s in steps)] for p in d.glob("*.wav")}
+        if steps or ids:
+            sets.append(EvalSet(root, prefix, heading, steps, _read_prompts(root, ids)))
+    return sets
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError("no such run directory", where=str(run_dir), fix="pass runs/<run>")
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    audio_eval: dict[int, dict] = {}
+    for record in (r for r in metrics if r.get("kind") == "audio_eval"):  # one record per prompt set and step
+        audio_eval.setdefault(record["step"], {}).update(record)
+    predictions = read_jsonl(run_dir / "predictions.jsonl")
+    return RunFiles(run_dir, config, [r for r in metrics if r.get("kind") == "train"],
+                    [r for r in metrics if r.get("kind") == "eval"], dict(sorted(audio_eval.items())),
+                    read_eval_sets(run_dir), predictions[-1] if predictions else None)

@@ -1,0 +1,444 @@
+"""Bad input to each command line (train, prepare_data, export, generate, evaluate) ends in exit status 2
+and exactly one `error:` line naming the file, key or sample, with no traceback, and leaves the existing
+run, shards and data exactly as they were (every file hashed before and after).
+
+Most cases call the command line's `main` in this process through the same `run_cli` wrapper its
+`__main__` uses; the `integration` ones run `launch/train.py` under the real DeepSpeed launcher with
+2 ranks (rank 1 must stay silent) or need the tiny finished run (one 2-rank training, built once)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+import launch.evaluate as evaluate_cli
+import launch.export as export_cli
+import launch.generate as generate_cli
+import launch.prepare_data as prepare_cli
+import launch.train as train_cli
+from higgs_ds.audio_spec import write_spec
+from higgs_ds.data.demo import demo_sentences
+from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
+from higgs_ds.errors import run_cli
+from higgs_ds.train.checkpointing import choose_resume_tag
+from tests.data.synthetic import SPEC, K, write_synthetic_split
+from tests.harness import deepspeed_cmd, env, output, train
+
+TATWEEL, ZERO_WIDTH = "\u0640\u0640\u0640", "\u200b\u200c\u200d"
+
+
+# ---- fixtures: built once per module ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """Random-code train/eval splits, a tokenizer, a manifest of precomputed codes and the shard set
+    prepare_data built from it."""
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_split(root / "train", num_shards=2, per_shard=8, seed=0)
+    write_synthetic_split(root / "eval", num_shards=1, per_shard=4, seed=1)
+    train_demo_tokenizer(demo_sentences(), root / "tokenizer", vocab_size=800)
+    codes = root / "codes"
+    codes.mkdir()
+    rows = []
+    for i in range(3):
+        np.save(codes / f"u{i}.npy", np.random.default_rng(i).integers(0, 1024, (K, 20)))
+        rows.append({"id": f"u{i}", "text": "مرحبا بكم", "codes": f"codes/u{i}.npy"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_spec(root, SPEC)
+    assert prepare_cli.main(["build", "--manifest", str(root / "manifest.jsonl"), "--out", str(root / "built"),
+                             "--audio-spec", str(root / "audio_spec.json")]) == 0
+    sound = root / "sound"
+    sound.mkdir()
+    soundfile.write(sound / "ref.wav", np.zeros(1600, dtype=np.float32), 16000)
+    (root / "eval.jsonl").write_text(json.dumps({"id": "e0", "text": "مرحبا", "audio": "sound/ref.wav"}) + "\n")
+    return {"root": root, "train": root / "train", "eval": root / "eval", "tokenizer": root / "tokenizer",
+            "manifest": root / "manifest.jsonl", "spec": root / "audio_spec.json", "built": root / "built",
+            "eval_manifest": root / "eval.jsonl", "sound": sound}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data) -> Path:
+    """A tiny finished 2-rank run with two complete checkpoint tags, step000002 and step000004."""
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    proc = train(run_dir, data, "steps=4", "save_every=2", "keep_last=2")
+    assert proc.returncode == 0, output(proc)
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step*")) == ["step000002", "step000004"]
+    return run_dir
+
+
+def tree_hash(*folders: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def unchanged(data):
+    """The module's data (manifest, shards, tokenizer) hashes the same after the case as before it."""
+    before = tree_hash(data["root"])
+    yield
+    assert tree_hash(data["root"]) == before, "a bad input changed or added files in the existing data"
+
+
+@pytest.fixture
+def run_unchanged(run, unchanged):
+    before = tree_hash(run)
+    yield run
+    assert tree_hash(run) == before, "a bad input changed the run"
+
+
+def one_error(code: int, err: str, *named: str) -> str:
+    """Exit 2, exactly one `error:` line naming every string of `named`, no traceback."""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err[-3000:])
+    assert all(n in lines[0] for n in named), (named, lines[0])
+    return lines[0]
+
+
+def call(main, argv: list[str], capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = run_cli(main, [str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+# ---- train: refused before any rendezvous ------------------------------------------------------
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    started = []
+    monkeypatch.setattr(train_cli, "run_training", lambda cfg, ds: started.append(cfg))
+    yield started
+    assert not started, "training started despite the bad input"
+
+
+def _train_args(data: dict, run_dir: Path, *extra: str, ds: str = "ds_configs/zero3.json",
+                recipe: str = "recipes/demo.yaml") -> list[str]:
+    return ["--deepspeed", ds, "--config", recipe, f"run_dir={run_dir}", f"data.shards={data['train']}",
+            f"data.eval_shards={data['eval']}", f"data.tokenizer={data['tokenizer']}", "wandb_project=null", *extra]
+
+
+def _write(path: Path, content: str | bytes) -> Path:
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+TRAIN_CASES = {
+    # id: (how to make the arguments from (data, tmp), strings the error line must name)
+    "recipe_missing": (lambda d, t: dict(recipe=str(t / "nope.yaml")), ["nope.yaml"]),
+    "recipe_not_yaml": (lambda d, t: dict(recipe=str(_write(t / "r.yaml", "steps: [1, 2\nlr: {"))), ["not YAML"]),
+    "recipe_not_a_mapping": (lambda d, t: dict(recipe=str(_write(t / "r.yaml", "just a sentence"))),
+                             ["r.yaml", "not a mapping"]),
+    "recipe_binary": (lambda d, t: dict(recipe=str(_write(t / "r.yaml", b"\xff\xfe\x00garbage"))), ["r.yaml"]),
+    "recipe_is_a_folder": (lambda d, t: dict(recipe=str(t)), ["recipe"]),
+    "deepspeed_missing": (lambda d, t: dict(ds=str(t / "ds.json")), ["--deepspeed", "ds.json"]),
+    "deepspeed_not_json": (lambda d, t: dict(ds=str(_write(t / "ds.json", "{zero: 3"))), ["ds.json", "not JSON"]),
+    "deepspeed_not_an_object": (lambda d, t: dict(ds=str(_write(t / "ds.json", "[3]"))), ["ds.json"]),
+    "deepspeed_conflict": (lambda d, t: dict(ds=str(_write(t / "ds.json", '{"gradient_accumulation_steps": 7}'))),
+                           ["gradient_accumulation_steps"]),
+    "tokenizer_missing": (lambda d, t: dict(extra=[f"data.tokenizer={t / 'tok'}"]), ["data.tokenizer"]),
+    "tokenizer_empty_folder": (lambda d, t: dict(extra=[f"data.tokenizer={t}"]), ["data.tokenizer", "tokenizer"]),
+    "shards_without_index": (lambda d, t: dict(extra=[f"data.shards={t}"]), ["data.shards", "shards.json"]),
+    "eval_shards_missing": (lambda d, t: dict(extra=[f"data.eval_shards={t / 'eval'}"]), ["data.eval_shards"]),
+    "run_dir_under_a_file": (lambda d, t: dict(extra=[f"run_dir={_write(t / 'f', 'x')}/run"]), ["run_dir"]),
+    "ops_backend_unknown": (lambda d, t: dict(extra=["ops_backend=cuda-magic"]), ["ops_backend"]),
+    "precision_unknown": (lambda d, t: dict(extra=["precision=fp16"]), ["precision"]),
+    "codebook_weights_wrong_length": (lambda d, t: dict(extra=["loss.codebook_weights=[1.0, 2.0]"]),
+                                      ["codebook_weights"]),
+    "override_without_value": (lambda d, t: dict(extra=["steps"]), ["steps"]),
+}
+
+
+def _train_case(case: str, data: dict, tmp: Path) -> tuple[list[str], list[str]]:
+    make, named = TRAIN_CASES[case]
+    spec = make(data, tmp)
+    return _train_args(data, tmp / "new_run", *spec.get("extra", ()), ds=spec.get("ds", "ds_configs/zero3.json"),
+                       recipe=spec.get("recipe", "recipes/demo.yaml")), named
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_train_refuses_bad_input(case, data, tmp_path, capsys, no_training, unchanged):
+    argv, named = _train_case(case, data, tmp_path)
+    one_error(*call(train_cli.main, argv, capsys), *named)
+    assert not (tmp_path / "new_run").exists()
+
+
+RUN_CASES = {
+    "resume_unknown_tag": (["resume=step999999"], ["no such tag", "step999999", "step000002, step000004"]),
+    "fresh_run_over_checkpoints": ([], ["already holds checkpoints", "resume=auto"]),
+    "resume_with_another_world_size": (["resume=auto"], ["written by 2 ranks", "this run has 1"]),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", sorted(RUN_CASES))
+def test_train_refuses_bad_resume(case, data, run_unchanged, capsys, no_training):
+    extra, named = RUN_CASES[case]
+    one_error(*call(train_cli.main, _train_args(data, run_unchanged, *extra), capsys), *named)
+
+
+def _launch(args: list[str]):
+    import subprocess
+
+    return subprocess.run(deepspeed_cmd("launch/train.py", args, ranks=2), cwd=Path(__file__).parents[2], env=env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", ["deepspeed_missing", "tokenizer_missing", "recipe_not_a_mapping"])
+def test_train_through_the_launcher_says_it_once(case, data, tmp_path, unchanged):
+    """2 ranks under the DeepSpeed launcher: rank 0 prints the line, rank 1 nothing, no rendezvous."""
+    argv, named = _train_case(case, data, tmp_path)
+    proc = _launch(argv)
+    text = proc.stdout + proc.stderr
+    one_error(proc.returncode, text, *named)
+    assert "Connection closed" not in text and "another rank exited" not in text, output(proc)
+    assert not (tmp_path / "new_run").exists()
+
+
+@pytest.mark.integration
+def test_train_through_the_launcher_unknown_tag_lists_the_tags(data, run_unchanged):
+    proc = _launch(_train_args(data, run_unchanged, "resume=step999999"))
+    one_error(proc.returncode, proc.stdout + proc.stderr, "no such tag", "step000004")
+
+
+# ---- prepare_data ------------------------------------------------------------------------------
+
+
+def _manifest(folder: Path, rows: list[dict]) -> Path:
+    return _write(folder / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _long_wav(folder: Path, seconds: int = 120) -> str:
+    soundfile.write(folder / "long.wav", np.zeros(seconds * 1000, dtype=np.int16), 1000)
+    return str(folder / "long.wav")
+
+
+PREPARE_CASES = {
+    "manifest_is_a_folder": (lambda d, t: ["--manifest", t], ["is a directory", "--manifest"]),
+    "manifest_missing": (lambda d, t: ["--manifest", t / "m.jsonl"], ["m.jsonl", "not found"]),
+    "workers_zero": (lambda d, t: ["--workers", "0"], ["--workers"]),
+    "shard_size_negative": (lambda d, t: ["--shard-size-mb", "-1"], ["--shard-size-mb"]),
+    "max_seconds_zero": (lambda d, t: ["--max-seconds", "0"], ["--max-seconds"]),
+    "max_seconds_not_a_number": (lambda d, t: ["--max-seconds", "x"], ["--max-seconds"]),
+    "no_codec_no_spec": (lambda d, t: ["--no-spec"], ["--audio-spec"]),
+    "spec_missing": (lambda d, t: ["--audio-spec", t / "spec.json"], ["--audio-spec", "spec.json"]),
+    "spec_not_json": (lambda d, t: ["--audio-spec", _write(t / "spec.json", "{")], ["--audio-spec"]),
+    "line_not_json": (lambda d, t: ["--manifest", _write(t / "manifest.jsonl", "{nope\n")],
+                      ["manifest.jsonl:1", "--skip-bad"]),
+    "tatweel_only_text": (lambda d, t: ["--manifest", _manifest(t, [{"id": "x", "text": TATWEEL,
+                                                                        "codes": str(d["root"] / "codes/u0.npy")}])],
+                          ["sample 'x'", "empty 'text'"]),
+    "audio_over_max_seconds": (lambda d, t: ["--manifest", _manifest(t, [{"id": "long", "text": "نص",
+                                                                             "audio": _long_wav(t)}])],
+                               ["sample 'long'", "--max-seconds", "segment"]),
+    "out_is_a_file": (lambda d, t: ["--out", _write(t / "out", "x")], ["--out"]),
+    "out_holds_other_shards": (lambda d, t: ["--out", d["built"], "--manifest",
+                                             _manifest(t, [{"id": "y", "text": "نص",
+                                                            "codes": str(d["root"] / "codes/u1.npy")}])],
+                               ["different manifest", "--out"]),
+    "codec_path_missing": (lambda d, t: ["--no-spec", "--codec-path", t / "codec.pth"], ["codec.pth"]),
+    "codec_batch_size_zero": (lambda d, t: ["--no-spec", "--codec-path", _write(t / "codec.pth", "x"),
+                                            "--codec-batch-size", "0"], ["batch_size"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREPARE_CASES))
+def test_prepare_data_refuses_bad_input(case, data, tmp_path, capsys, unchanged):
+    make, named = PREPARE_CASES[case]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    extra = [str(a) for a in make(data, scratch)]
+    argv = {"--manifest": str(data["manifest"]), "--out": str(tmp_path / "shards"), "--audio-spec": str(data["spec"])}
+    if "--no-spec" in extra:
+        extra.remove("--no-spec")
+        del argv["--audio-spec"]
+    for flag in [f for f in extra if f in argv]:
+        i = extra.index(flag)
+        argv[flag] = extra.pop(i + 1)
+        extra.pop(i)
+    args = ["build", *[x for kv in argv.items() for x in kv], *extra]
+    one_error(*call(prepare_cli.main, args, capsys), *named)
+    assert not (tmp_path / "shards").exists()
+
+
+def test_prepare_demo_refuses_zero_workers_before_synthesising(tmp_path, capsys):
+    one_error(*call(prepare_cli.main, ["demo", "--out", tmp_path / "demo", "--workers", "0"], capsys), "--workers")
+    assert not (tmp_path / "demo").exists()
+
+
+# ---- generate ----------------------------------------------------------------------------------
+
+
+GENERATE_CASES = {
+    "tatweel_only_text": (["--text", TATWEEL], ["--text", "empty once normalised"]),
+    "zero_width_only_text": (["--text", ZERO_WIDTH], ["--text", "empty once normalised"]),
+    "no_text": ([], ["--text"]),
+    "max_new_frames_zero": (["--text", "مرحبا", "--max-new-frames", "0"], ["--max-new-frames"]),
+    "top_p_out_of_range": (["--text", "مرحبا", "--top-p", "2"], ["--top-p"]),
+    "ref_audio_without_text": (["--text", "مرحبا", "--ref-audio", "{sound}/ref.wav"], ["--ref-text"]),
+    "ref_audio_not_audio": (["--text", "مرحبا", "--ref-text", "نص", "--ref-audio", "{data}/manifest.jsonl"],
+                            ["--ref-audio", "manifest.jsonl"]),
+    "ref_codes_not_npy": (["--text", "مرحبا", "--ref-text", "نص", "--ref-codes", "{data}/manifest.jsonl"],
+                          ["--ref-codes"]),
+    "text_file_missing": (["--text-file", "{tmp}/texts.txt"], ["--text-file", "texts.txt"]),
+    "tokenizer_missing": (["--text", "مرحبا", "--tokenizer", "{tmp}/tok"], ["--tokenizer"]),
+    "checkpoint_missing": (["--text", "مرحبا", "CKPT={tmp}/nothing"], ["nothing", "not a folder"]),
+    "out_is_a_folder": (["--text", "مرحبا", "--out", "{tmp}"], ["--out"]),
+}
+
+
+def _fill(args: list[str], data: dict, tmp: Path) -> list[str]:
+    return [a.format(sound=data["sound"], data=data["root"], tmp=tmp) for a in args]
+
+
+@pytest.mark.parametrize("case", sorted(GENERATE_CASES))
+def test_generate_refuses_bad_input(case, data, tmp_path, capsys, unchanged):
+    """Every one of these is refused before any checkpoint is read (the checkpoint here is the data folder)."""
+    args, named = GENERATE_CASES[case]
+    args = _fill(args, data, tmp_path)
+    ckpt = next((a[5:] for a in args if a.startswith("CKPT=")), str(data["root"]))
+    args = [a for a in args if not a.startswith("CKPT=")]
+    out = ["--out", str(tmp_path / "speech.wav")] if "--out" not in args else []
+    one_error(*call(generate_cli.main, [ckpt, *args, *out], capsys), *named)
+    assert not (tmp_path / "speech.wav").exists()
+
+
+@pytest.mark.integration
+def test_generate_unknown_tag_lists_the_tags(run_unchanged, tmp_path, capsys):
+    one_error(*call(generate_cli.main, [run_unchanged, "--text", "مرحبا", "--tag", "step999999", "--out",
+                                        tmp_path / "x.wav"], capsys), "no such tag 'step999999'", "step000004")
+
+
+@pytest.mark.integration
+def test_generate_with_a_binary_latest_file_asks_for_a_tag(run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run / "checkpoints", copy / "checkpoints")
+    (copy / "checkpoints" / "latest").write_bytes(b"\x00\xff\xfe\x9c binary")
+    before = tree_hash(copy)
+    one_error(*call(generate_cli.main, [copy, "--text", "مرحبا", "--out", tmp_path / "x.wav"], capsys),
+              "latest", "--tag", "step000004")
+    assert tree_hash(copy) == before
+
+
+# ---- export ------------------------------------------------------------------------------------
+
+
+EXPORT_CASES = {
+    "out_is_a_checkpoint_tag": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/step000004"],
+                                ["--out", "checkpoints"]),
+    "out_inside_a_tag": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/step000002/export"],
+                         ["--out", "checkpoints"]),
+    "out_inside_checkpoints": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/exported"],
+                               ["--out", "checkpoints"]),
+    "out_not_empty": (lambda r, t: [r / "checkpoints", "--out", _write(t / "out.txt", "x").parent],
+                      ["--out", "not empty", "--overwrite"]),
+    "out_is_a_file": (lambda r, t: [r / "checkpoints", "--out", _write(t / "out.txt", "x")], ["--out", "a file"]),
+    "unknown_tag": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--tag", "step999999"],
+                    ["no such tag", "step000002, step000004"]),
+    "checkpoints_missing": (lambda r, t: [t / "nothing", "--out", t / "e"], ["nothing"]),
+    "not_a_run": (lambda r, t: [t, "--out", t / "e"], ["no training checkpoint"]),
+    "adapter_only_of_a_full_run": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--adapter-only"],
+                                   ["--adapter-only", "not a LoRA run"]),
+    "layout_unknown": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--layout", "onnx"], ["--layout"]),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", sorted(EXPORT_CASES))
+def test_export_refuses_bad_input(case, run_unchanged, tmp_path, capsys):
+    make, named = EXPORT_CASES[case]
+    one_error(*call(export_cli.main, make(run_unchanged, tmp_path), capsys), *named)
+    assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.integration
+def test_export_overwrite_replaces_the_folder_whole(run_unchanged, tmp_path, capsys):
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older export")
+    assert run_cli(export_cli.main, [str(run_unchanged / "checkpoints"), "--out", str(out), "--overwrite",
+                                     "--tag", "step000002"]) == 0
+    assert not (out / "stale.txt").exists() and (out / "config.json").is_file() and (out / "audio_spec.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temporary folder left beside it
+
+
+# ---- evaluate ----------------------------------------------------------------------------------
+
+
+EVALUATE_CASES = {
+    "generated_missing": (lambda d, t: [t / "nothing", "--manifest", d["eval_manifest"]], ["nothing"]),
+    "manifest_is_a_folder": (lambda d, t: [t, "--manifest", t], ["--manifest", "a directory"]),
+    "manifest_line_not_json": (lambda d, t: [t, "--manifest", _write(t / "m.jsonl", "{x\n")], ["m.jsonl:1"]),
+    "manifest_row_without_audio": (lambda d, t: [t, "--manifest", _write(t / "m.jsonl", '{"id": "a", "text": "b"}')],
+                                   ["m.jsonl:1", "audio"]),
+    "reference_missing": (lambda d, t: [t, "--manifest", _write(t / "m.jsonl", '{"id": "a", "text": "b", '
+                                                                               '"audio": "gone.wav"}')],
+                          ["m.jsonl:1", "gone.wav"]),
+    "whisper_not_a_model": (lambda d, t: [t, "--manifest", d["eval_manifest"], "--whisper", t], ["--whisper"]),
+    "out_is_a_folder": (lambda d, t: [t, "--manifest", d["eval_manifest"], "--out", t], ["--out"]),
+    "nothing_generated": (lambda d, t: [t, "--manifest", d["eval_manifest"], "--no-dnsmos", "--no-resemblyzer",
+                                        "--no-mcd"], ["none of the 1 manifest ids"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVALUATE_CASES))
+def test_evaluate_refuses_bad_input(case, data, tmp_path, capsys, unchanged):
+    make, named = EVALUATE_CASES[case]
+    one_error(*call(evaluate_cli.main, make(data, tmp_path), capsys), *named)
+    assert not (tmp_path / "scores.json").exists()
+
+
+# ---- the real processes: the __main__ wiring of each command line ------------------------------
+
+
+@pytest.mark.parametrize("script, args", [
+    ("launch/prepare_data.py", ["build", "--manifest", "/nonexistent/m.jsonl", "--out", "/tmp/never"]),
+    ("launch/generate.py", ["/nonexistent", "--text", TATWEEL]),
+    ("launch/export.py", ["/nonexistent", "--out", "/tmp/never-export"]),
+    ("launch/evaluate.py", ["/nonexistent", "--manifest", "/nonexistent/m.jsonl"]),
+    ("launch/train.py", ["--config", "/nonexistent/recipe.yaml"]),
+])
+def test_each_command_line_process_exits_2_with_one_line(script, args):
+    from tests.harness import python
+
+    proc = python(script, *args)
+    one_error(proc.returncode, proc.stderr, "nonexistent" if "generate" not in script else "--text")
+    assert not Path("/tmp/never").exists() and not Path("/tmp/never-export").exists()
+
+
+# ---- damaged checkpoints: resume falls back, never suggests weights_only=False -----------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["higgs_rank0.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"])
+def test_resume_auto_skips_a_tag_with_a_damaged_file(name, run, tmp_path, caplog, capsys, no_training):
+    ckpts = tmp_path / "run" / "checkpoints"
+    shutil.copytree(run / "checkpoints", ckpts)
+    damaged = ckpts / "step000004" / name
+    damaged.write_bytes(np.random.default_rng(0).bytes(damaged.stat().st_size))  # same size: still "complete"
+    with caplog.at_level(logging.WARNING, logger="higgs_ds"):
+        assert choose_resume_tag(ckpts, "auto") == "step000002"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and f"step000004/{name}" in warnings[0] and "weights_only" not in warnings[0]
+
+    (ckpts / "latest").write_bytes(b"\xff\xfe\x00\x9c")  # unreadable as text: as if missing
+    assert choose_resume_tag(ckpts, "auto", warn=False) == "step000002"
+
+    before = tree_hash(ckpts)
+    argv = _train_args(_data_of(run), tmp_path / "run", "resume=step000004", "data.eval_shards=null")
+    line = one_error(*call(train_cli.main, argv, capsys), name, "resume=step000004", "resume=auto")
+    assert "weights_only" not in line and tree_hash(ckpts) == before
+
+
+def _data_of(run: Path) -> dict:
+    """The data paths the run was trained on, from its config."""
+    cfg = json.loads((run / "config.json").read_text())["data"]
+    return {"train": cfg["shards"], "eval": cfg["eval_shards"], "tokenizer": cfg["tokenizer"]}

@@ -1,0 +1,94 @@
+"""`prepare_data filter`: each bad clip is rejected by the metric that catches it, with value and
+threshold; clean clips of a slow and a fast speaker are both kept; the report has a histogram per
+metric; --dry-run writes nothing but the report."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from higgs_ds.prep.filter import FilterConfig, filter_manifest, rate_z_scores
+
+SENTENCES = ["ذهب الولد إلى المدرسة في الصباح", "الجو جميل اليوم في المدينة", "قرأت كتابا مفيدا عن التاريخ",
+             "شكرا لكم على حسن الاستماع", "سافرنا إلى البحر في الصيف", "المكتبة مفتوحة كل يوم"]
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make setup installs it)")
+
+
+def _speak(text, path, voice, speed):
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True)
+    return soundfile.read(path, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("filter")
+    rng = np.random.default_rng(0)
+    lines = []
+    for speaker, voice, speed in (("slow", "ar", 120), ("fast", "ar+f2", 230)):
+        for i, text in enumerate(SENTENCES):
+            _speak(text, folder / f"{speaker}{i}.wav", voice, speed)
+            lines.append({"id": f"{speaker}{i}", "audio": f"{speaker}{i}.wav", "text": text, "speaker": speaker})
+    wav, rate = soundfile.read(folder / "slow0.wav", dtype="float32")
+    bad = {"clipped": np.clip(wav * 30, -1, 1), "noisy": wav + rng.standard_normal(len(wav)).astype("float32") * 0.3,
+           "short": wav[: rate // 2], "silent": np.zeros(2 * rate, dtype="float32"), "rushed": wav}
+    for name, audio in bad.items():
+        soundfile.write(folder / f"{name}.wav", audio, rate)
+        text = " ".join([SENTENCES[0]] * 4) if name == "rushed" else SENTENCES[0]
+        lines.append({"id": name, "audio": f"{name}.wav", "text": text, "speaker": "slow"})
+    np.save(folder / "codes.npy", np.zeros((8, 10), dtype=np.int64))
+    lines.append({"id": "precomputed", "codes": "codes.npy", "text": SENTENCES[1]})
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\n{not json\n")
+    return path
+
+
+def test_each_bad_clip_is_rejected_by_its_metric_and_clean_speakers_are_kept(manifest, tmp_path):
+    summary = filter_manifest(FilterConfig(manifest=str(manifest), out=str(tmp_path), min_dnsmos=1.0))
+    rejects = {}
+    for line in (tmp_path / "rejects.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rejects[row["id"]] = {f["metric"] for f in row.get("failed", [])} or {row["kind"]}
+    assert rejects.pop(None) == {"invalid_json"}
+    assert "clipping" in rejects["clipped"]
+    assert "snr_db" in rejects["noisy"]
+    assert "seconds" in rejects["short"]
+    assert {"lufs", "snr_db"} <= rejects["silent"]
+    assert rejects["rushed"] == {"rate_z"}
+    assert set(rejects) == {"clipped", "noisy", "short", "silent", "rushed"}  # both speakers' clean clips kept
+    kept = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert len(kept) == 2 * len(SENTENCES) + 1 and kept[-1]["id"] == "precomputed"
+    for line in kept:  # paths now relative to the output folder, and still pointing at the files
+        assert (tmp_path / (line.get("audio") or line["codes"])).is_file()
+    assert summary["rejected"] == 5 and summary["unreadable"] == 1 and summary["not_measured_codes_only"] == 1
+    failed = json.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[1])["failed"][0]
+    assert set(failed) == {"metric", "value", "rule", "threshold"}
+    report = (tmp_path / "filter_report.md").read_text()
+    for metric in ("seconds", "clipping", "lufs", "snr_db", "rate_z", "dnsmos"):
+        assert f"| {metric} |" in report
+    assert all((tmp_path / "report" / f"{m}.png").read_bytes()[:4] == b"\x89PNG"
+               for m in ("seconds", "clipping", "lufs", "snr_db", "rate_z", "dnsmos"))
+
+
+def test_dry_run_writes_only_the_report_and_loudness_target_normalises(manifest, tmp_path):
+    filter_manifest(FilterConfig(manifest=str(manifest), out=str(tmp_path / "dry"), dnsmos=False, dry_run=True))
+    assert sorted(p.name for p in (tmp_path / "dry").iterdir()) == ["filter_report.md", "metrics.jsonl", "report"]
+    done = subprocess.run([sys.executable, "launch/prepare_data.py", "filter", "--manifest", str(manifest), "--out",
+                           str(tmp_path / "loud"), "--no-dnsmos", "--loudness-target", "-20"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import pyloudnorm
+
+    line = json.loads((tmp_path / "loud" / "manifest.jsonl").read_text().splitlines()[0])
+    wav, rate = soundfile.read(tmp_path / "loud" / line["audio"])
+    assert pyloudnorm.Meter(rate).integrated_loudness(wav) == pytest.approx(-20, abs=0.5)
+
+
+def test_speaking_rate_is_judged_within_each_speaker():
+    rows = [{"speaker": "slow", "chars_per_second": r} for r in (8, 8.5, 9, 8.2, 8.8, 25)]
+    rows += [{"speaker": "fast", "chars_per_second": r} for r in (20, 21, 19.5, 20.5, 21.5)]
+    rate_z_scores(rows)
+    assert [row["rate_z"] > 3 for row in rows] == [False] * 5 + [True] + [False] * 5

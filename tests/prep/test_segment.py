@@ -1,0 +1,129 @@
+"""`prepare_data segment` on a synthetic long recording: espeak-ng sentences joined by pauses of random
+length, a stretch of noise and a stretch of silence. The sentences come back as utterances with their
+boundaries, the noise is dropped with a reason, and every second of input is accounted for."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torchaudio
+
+from higgs_ds.errors import ConfigError
+from higgs_ds.prep.segment import SegmentConfig, segment_recordings, shape_segments
+from tests.prep.tiny_whisper import save_tiny_whisper
+
+RATE = 16_000
+SENTENCES = ["ذهب الولد إلى المدرسة في الصباح الباكر", "الجو جميل اليوم في المدينة",
+             "قرأت كتابا مفيدا عن تاريخ العرب", "شكرا لكم على حسن الاستماع"]
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make setup installs it)")
+
+
+def _speak(text, folder):
+    path = folder / "sentence.wav"
+    subprocess.run(["espeak-ng", "-v", "ar", "-w", str(path), text], check=True)
+    wav, rate = soundfile.read(path, dtype="float32")
+    wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, RATE).numpy()
+    loud = np.flatnonzero(np.abs(wav) > 0.02 * np.abs(wav).max())
+    return wav[loud[0]:loud[-1] + 1]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """(long wav, true sentence spans in seconds, noise span), and a tiny Whisper folder."""
+    folder = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(0)
+    pieces, truth = [np.zeros(RATE, dtype="float32")], []
+
+    def now():
+        return sum(map(len, pieces)) / RATE
+
+    for index, sentence in enumerate(SENTENCES):
+        wav = _speak(sentence, folder)
+        truth.append((now(), now() + len(wav) / RATE))
+        pieces += [wav, np.zeros(int(rng.uniform(0.6, 1.5) * RATE), dtype="float32")]
+        if index == 1:
+            noise_start = now()
+            pieces += [(rng.standard_normal(3 * RATE) * 0.05).astype("float32"), np.zeros(RATE, dtype="float32")]
+            noise = (noise_start, noise_start + 3.0)
+        if index == 2:
+            pieces.append(np.zeros(2 * RATE, dtype="float32"))
+    path = folder / "lecture.wav"
+    soundfile.write(path, np.concatenate(pieces), RATE)
+    return path, truth, noise, save_tiny_whisper(folder / "whisper")
+
+
+def test_finds_the_sentences_drops_the_noise_and_accounts_for_every_second(recording, tmp_path):
+    path, truth, noise, whisper = recording
+    summary = segment_recordings(SegmentConfig(inputs=(str(path),), out=str(tmp_path), asr=str(whisper),
+                                               min_asr_confidence=0.0))
+    rows = [json.loads(line) for line in (tmp_path / "segments.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if r["kept"]]
+    assert len(kept) == len(SENTENCES)
+    for row, (start, end) in zip(kept, truth, strict=True):
+        assert abs(row["start"] - start) <= 0.3 and abs(row["end"] - end) <= 0.3, (row, start, end)
+        assert 0.5 < row["vad_score"] <= 1 and row["asr_confidence"] is not None and row["text"]
+    assert not any(r["start"] < noise[1] and r["end"] > noise[0] for r in kept)  # nothing kept from the noise
+    dropped = summary["dropped_seconds"]
+    assert dropped["no_speech"] + dropped["too_short"] >= noise[1] - noise[0]
+    total = soundfile.info(str(path)).frames / RATE
+    assert abs(summary["kept_seconds"] + sum(dropped.values()) - total) <= 1 / RATE
+    assert summary["kept_seconds"] == pytest.approx(sum(r["end"] - r["start"] for r in kept), abs=0.01)
+
+    manifest = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [m["speaker"] for m in manifest] == ["lecture"] * len(SENTENCES)
+    for line, row in zip(manifest, kept, strict=True):
+        clip, rate = soundfile.read(tmp_path / line["audio"])
+        assert rate == RATE and len(clip) / RATE == pytest.approx(row["end"] - row["start"], abs=0.002)
+        assert line["text"] == row["text"]
+
+
+def test_low_confidence_undecodable_and_silent_files_are_dropped_with_their_reason(recording, tmp_path):
+    path, _, _, whisper = recording
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(path, folder / "talk_spk7.wav")
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    soundfile.write(folder / "quiet.wav", np.zeros(3 * RATE, dtype="float32"), RATE)
+    summary = segment_recordings(SegmentConfig(inputs=(str(folder),), out=str(tmp_path / "out"), asr=str(whisper),
+                                               min_asr_confidence=0.5, speaker_pattern=r"_(?P<speaker>spk\d+)"))
+    by_file = {row["source"].rsplit("/", 1)[-1]: row for row in summary["per_file"]}
+    assert by_file["broken.wav"]["dropped"] == {"failed_to_decode": 0.0}
+    assert by_file["quiet.wav"]["dropped"] == {"no_speech": 3.0} and by_file["quiet.wav"]["kept"] == 0
+    talk = by_file["talk_spk7.wav"]
+    assert talk["kept"] == 0 and talk["dropped"]["low_asr_confidence"] > 10  # a random Whisper is never sure
+    assert talk["seconds"] == pytest.approx(sum(talk["dropped"].values()), abs=1 / RATE)
+    assert (tmp_path / "out" / "manifest.jsonl").read_text() == ""
+
+
+def test_segment_command_line(recording, tmp_path):
+    path, _, _, whisper = recording
+    done = subprocess.run([sys.executable, "launch/prepare_data.py", "segment", "--input", str(path), "--out",
+                           str(tmp_path), "--asr", str(whisper), "--min-asr-confidence", "0"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["kept_segments"] == len(SENTENCES)
+    bad = subprocess.run([sys.executable, "launch/prepare_data.py", "segment", "--input", str(path), "--out",
+                          str(tmp_path), "--asr", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "--asr" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_short_spans_join_a_close_neighbour_and_padded_overlaps_are_cut_in_the_middle():
+    cfg = SegmentConfig(inputs=(), out="", min_seconds=1.0, max_seconds=5.0, join_gap=0.5)
+    # 0.4 s span 0.3 s after a 2 s span joins it; a lone 0.4 s span far from anything stays (and is too short)
+    assert shape_segments([(0, 20), (23, 27), (60, 64)], cfg, rate=10) == [(0, 27), (60, 64)]
+    # joining must not exceed max_seconds
+    assert shape_segments([(0, 48), (50, 54)], cfg, rate=10) == [(0, 48), (50, 54)]
+    assert shape_segments([(0, 22), (20, 40)], cfg, rate=10) == [(0, 21), (21, 40)]
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="min-seconds"):
+        SegmentConfig(inputs=(), out="", min_seconds=5, max_seconds=2)
+    with pytest.raises(ConfigError, match="speaker"):
+        SegmentConfig(inputs=(), out="", speaker_pattern=r"(\w+)")
