@@ -36,3 +36,21 @@ def loss_sums(model, out, labels, audio_labels):
     heads = model.audio_decoder_proj
     return head_losses(out.hidden_states, out.audio_out_mask, labels, audio_labels, heads.text_lm_head,
                        heads.audio_lm_head)
+
+
+def mean_tail_audio_loss(model, step_parts, steps=120, seed=0, tail=20):
+    """AdamW on `step_parts(model, generator)` (a step's combined loss parts) for `steps` steps; the mean
+    audio loss of the last `tail` steps. The label-leak guard's training loop, for every architecture."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        parts = step_parts(model, g)
+        opt.zero_grad()
+        parts.loss.backward()
+        opt.step()
+        if step >= steps - tail:
+            losses.append(parts.audio.item())
+    return sum(losses) / len(losses)

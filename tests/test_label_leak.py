@@ -11,7 +11,7 @@ import higgs_ds.model.loss as loss_mod
 from higgs_ds.model.config import tiny_config
 from higgs_ds.model.loss import LossWeights, combine
 from higgs_ds.model.modeling import HiggsAudioModel
-from tests.model_utils import loss_sums
+from tests.model_utils import loss_sums, mean_tail_audio_loss
 
 
 def _random_code_batch(cfg, g, b=4, frames=48):
@@ -25,19 +25,12 @@ def _random_code_batch(cfg, g, b=4, frames=48):
 def _train_audio_loss(steps=120, seed=0):
     torch.manual_seed(seed)
     cfg = tiny_config()
-    model = HiggsAudioModel(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    tail = []
-    for step in range(steps):
+
+    def step_parts(model, g):
         ids, codes, labels, audio_labels = _random_code_batch(cfg, g)
-        parts = combine(loss_sums(model, model(ids, codes), labels, audio_labels), LossWeights())
-        opt.zero_grad()
-        parts.loss.backward()
-        opt.step()
-        if step >= steps - 20:
-            tail.append(parts.audio.item())
-    return sum(tail) / len(tail)
+        return combine(loss_sums(model, model(ids, codes), labels, audio_labels), LossWeights())
+
+    return mean_tail_audio_loss(HiggsAudioModel(cfg), step_parts, steps, seed)
 
 
 def _unshifted_targets(labels, audio_labels, audio_out_mask):

@@ -12,6 +12,7 @@ from higgs_ds.data.render_tts3 import Tts3Collator, Tts3Renderer
 from higgs_ds.data.schema import Utterance
 from higgs_ds.model.loss import LossWeights, combine
 from higgs_ds.model.tts3 import HiggsTTS3Model
+from tests.model_utils import mean_tail_audio_loss
 from tests.tts3_utils import tiny_model_config, tiny_tts3_tokenizer
 
 K, BOC, EOC, _ = 8, 1024, 1025, -100
@@ -72,24 +73,17 @@ def test_model_trains_on_rendered_batch(tokenizer):
 
 def _train_audio_loss(steps=120, seed=0):
     torch.manual_seed(seed)
-    tokenizer = tiny_tts3_tokenizer()
-    cfg = tiny_model_config(tokenizer)
-    model = HiggsTTS3Model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    b, rows, tail = 4, 48, []
+    cfg = tiny_model_config(tiny_tts3_tokenizer())
+    b, rows = 4, 48
     ids = torch.tensor([[cfg.audio_token_id] + [cfg.audio_out_token_idx] * rows] * b)
-    for step in range(steps):
+
+    def step_parts(model, g):
         codes = torch.randint(0, cfg.audio_codebook_size, (b, rows, K), generator=g)
         audio_labels = torch.cat([torch.full((b, 1, K), _), codes], dim=1).view(-1, K)  # <|audio|> row first
         out = model(ids, codes.view(-1, K), labels=torch.full_like(ids, _), audio_labels=audio_labels)
-        parts = combine(out.loss_sums, LossWeights())
-        opt.zero_grad()
-        parts.loss.backward()
-        opt.step()
-        if step >= steps - 20:
-            tail.append(parts.audio.item())
-    return sum(tail) / len(tail)
+        return combine(out.loss_sums, LossWeights())
+
+    return mean_tail_audio_loss(HiggsTTS3Model(cfg), step_parts, steps, seed)
 
 
 def test_shifted_audio_loss_stays_at_chance_on_random_codes():

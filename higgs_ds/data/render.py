@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 
 from higgs_ds.data.delay_pattern import IGNORE_INDEX, segment_positions
-from higgs_ds.data.schema import AudioContent, ChatMLSample, TextContent
+from higgs_ds.data.schema import AudioContent, ChatMLSample, PromptConfig, TextContent, Utterance, utterance_to_chatml
 
 _SPECIAL_TOKEN_STRINGS = {
     "begin_of_text": "<|begin_of_text|>",
@@ -126,6 +126,10 @@ class ChatMLRenderer:
 
     def _encode(self, text: str) -> tuple[int, ...]:
         return encode_text(self.tokenizer, text, self._structural)
+
+    def render(self, utt: Utterance, prompt: PromptConfig) -> RenderedSample:
+        """One stored utterance as a training sample (the interface both prompt layouts share)."""
+        return self(utterance_to_chatml(utt, prompt))
 
     def __call__(self, sample: ChatMLSample) -> RenderedSample:
         sp = self.special

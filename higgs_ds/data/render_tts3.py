@@ -128,12 +128,3 @@ def make_renderer(tokenizer, num_codebooks: int):
 
 def make_collator(renderer, cfg) -> Collator:
     return (Tts3Collator if isinstance(renderer, Tts3Renderer) else Collator)(renderer.special, cfg)
-
-
-def render_utterance(renderer, utt: Utterance, prompt: PromptConfig) -> RenderedSample:
-    """One stored utterance as a training sample in the renderer's layout."""
-    if isinstance(renderer, Tts3Renderer):
-        return renderer.render(utt, prompt)
-    from higgs_ds.data.schema import utterance_to_chatml
-
-    return renderer(utterance_to_chatml(utt, prompt))

@@ -28,7 +28,7 @@ import webdataset as wds
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.collate import CollatorConfig, padded_length
 from higgs_ds.data.render import RenderedSample
-from higgs_ds.data.render_tts3 import make_collator, make_renderer, render_utterance
+from higgs_ds.data.render_tts3 import make_collator, make_renderer
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.data.shards import iter_tar_samples, tar_sample_to_utterance
 
@@ -168,7 +168,7 @@ class WorkerStream:
         for raw in shuffled:
             try:
                 utt = tar_sample_to_utterance(raw, self.spec)
-                rendered = render_utterance(self.renderer, utt, self.cfg.prompt)
+                rendered = self.renderer.render(utt, self.cfg.prompt)
             except Exception as exc:  # any decoding/rendering failure is a bad sample
                 if self.cfg.strict:
                     raise

@@ -33,7 +33,7 @@ from higgs_ds import comm
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.codec import AudioCodec, load_codec_for_spec
 from higgs_ds.data.collate import CollatorConfig
-from higgs_ds.data.render_tts3 import make_collator, make_renderer, render_utterance
+from higgs_ds.data.render_tts3 import make_collator, make_renderer
 from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.data.shards import iter_tar_samples, list_shards, tar_sample_to_utterance
 from higgs_ds.inference import (
@@ -150,7 +150,7 @@ class AudioEvaluator:
 
     @torch.no_grad()
     def teacher_forced(self) -> dict[str, float]:
-        samples = [render_utterance(self.renderer, u, self.prompt) for u in self.utterances]
+        samples = [self.renderer.render(u, self.prompt) for u in self.utterances]
         batch = {k: v.to(self._device()) for k, v in self.collate(samples).items()}
         sums = self.model(batch["input_ids"], batch["audio_ids"], batch["attention_mask"], labels=batch["labels"],
                           audio_labels=batch["audio_labels"]).loss_sums

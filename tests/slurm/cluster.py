@@ -23,7 +23,7 @@ def in_ci() -> bool:
 
 
 def why_not_startable() -> str | None:
-    """Why this session cannot start the cluster itself (None when it can try): starting it needs root,
+    """Why the tests cannot start the cluster on this machine (None when they can try): starting it needs root,
     and installing Slurm needs apt-get."""
     if os.geteuid() != 0:
         return "starting the local Slurm cluster needs root"
