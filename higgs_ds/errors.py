@@ -2,9 +2,13 @@
 
     error: <what> (<which file, key or sample>): <how to fix>
 
-one line on stderr, from rank 0 only, exit status 2. Other ranks exit with the same status and print
-nothing: they met the same input, or rank 0's exit cut their collectives short. Any other exception
-is a bug and keeps its traceback (that is what a bug report needs).
+one line on stderr from rank 0, exit status 2. Before the rendezvous every rank checks the same
+arguments and files, so another rank leaves the report to rank 0 (whose exit makes the launcher stop
+every rank), but not for ever: exiting at once could have the launcher stop rank 0 before it printed
+anything, so after `PEER_GRACE_S` a rank still running prints its own. After the rendezvous an error
+can be one rank's alone (a shard only it reads, its own checkpoint file): that rank prints it at once,
+as `rank N: error: ...`. An error caused by a peer's exit is not reported as the rank's own. Any other
+exception is a bug and keeps its traceback (that is what a bug report needs).
 
 `run_cli(main, argv)` applies this to a command line's `main`; `ArgumentParser` reports flag errors in
 the same form. Nothing here imports torch or the rest of the package, so the check costs nothing.
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -63,9 +69,25 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+# How long a rank other than 0 that met bad input before the rendezvous waits for rank 0 to report it (and
+# for the launcher to stop this rank) before it reports the error itself.
+PEER_GRACE_S = 10.0
+
+
+def _group_started() -> bool:
+    """Whether this process has joined a process group (without importing torch when it has not)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
+
+
 def report(exc: UserError) -> None:
-    if process_rank() == 0:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+    rank = process_rank()
+    if rank != 0 and not _group_started():
+        # the launcher stops this rank with SIGTERM once rank 0 has exited: then quietly, with this status
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, lambda *_: os._exit(exc.exit_code))
+        time.sleep(PEER_GRACE_S)
+    print(f"{f'rank {rank}: ' if rank else ''}error: {one_line(exc)}", file=sys.stderr, flush=True)
 
 
 # What gloo / NCCL raise on the surviving ranks when a peer exits: their own message would hide the
@@ -73,8 +95,13 @@ def report(exc: UserError) -> None:
 _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
 
 
-def _peer_exited(exc: BaseException) -> bool:
-    return type(exc).__name__ in ("DistNetworkError", "DistBackendError") or any(s in str(exc) for s in _PEER_GONE)
+def _peer_exited(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a collective cut short by a peer's exit."""
+    while exc is not None:
+        if type(exc).__name__ in ("DistNetworkError", "DistBackendError") or any(s in str(exc) for s in _PEER_GONE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def run_cli(main: Callable, argv: list[str] | None = None) -> int:
@@ -82,14 +109,14 @@ def run_cli(main: Callable, argv: list[str] | None = None) -> int:
     (0 when it returns anything else)."""
     try:
         result = main(argv)
-    except UserError as exc:
-        report(exc)
-        return exc.exit_code
     except Exception as exc:
         if process_rank() != 0 and _peer_exited(exc):  # rank 0 says why, with its own error or traceback
             print(f"rank {process_rank()}: stopped: another rank exited ({type(exc).__name__})", file=sys.stderr)
             return 1
-        raise
+        if not isinstance(exc, UserError):
+            raise
+        report(exc)
+        return exc.exit_code
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 

@@ -7,12 +7,12 @@ model.init=/ckpt/higgs-audio-v2 resume=auto`.
 """
 
 import argparse
-import sys
 
 import yaml
 
 from higgs_ds.errors import ArgumentParser, ConfigError, run_cli
 from higgs_ds.train.config import load_config
+from higgs_ds.train.distributed import exit_process
 from higgs_ds.train.loop import train as run_training
 from higgs_ds.train.preflight import check_training_inputs
 
@@ -48,4 +48,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

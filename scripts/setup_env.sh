@@ -34,5 +34,12 @@ $PIP --no-deps descript-audiotools==0.7.2 descript-audio-codec==1.0.0
 # setuptools; `webrtcvad-wheels` (requirements.txt) provides the same module, so resemblyzer goes in without deps.
 $PIP --no-deps resemblyzer==0.1.4
 $PIP --no-deps -e .
+# Without a GPU, DeepSpeed's ranks allreduce through a C++ op it compiles on first use (~30 s): compile it
+# now, with the venv's tools first on PATH as the tests and Slurm jobs have them, so no run waits for it.
+PATH="$(cd "$VENV" && pwd)/bin:$PATH" "$VENV/bin/python" -c "
+import torch
+if not torch.cuda.is_available():
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+    ShareMemCommBuilder().load(verbose=False)" >/dev/null 2>&1 || echo "[setup] note: DeepSpeed's CPU op did not compile now; the first CPU run compiles it"
 touch "$stamp"
 echo "[setup] done"

@@ -1,4 +1,5 @@
 import os
+import sys
 
 import torch
 
@@ -7,6 +8,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# As in an activated venv (and in launch/slurm/train.sbatch): the venv's tools first on PATH. DeepSpeed's
+# CPU allreduce op is compiled once through ninja; two ninja versions (the venv's and the system's) do not
+# read each other's build log, and every switch between them recompiles it (~30 s).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 from pathlib import Path  # noqa: E402
 
@@ -91,10 +96,11 @@ def random_data(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory, random_data) -> Path:
-    """One uninterrupted 2-rank ZeRO-3 run on `random_data` (10 steps, saves at 2, 4, ..., 10, two kept):
-    every resumed, crashed or re-run training of the same settings must reproduce its per-step losses."""
+    """One uninterrupted 2-rank ZeRO-3 run on `random_data` (10 steps, saves at 2, 4, ..., 10, two kept),
+    through `deepspeed` itself as the README runs it: every resumed, crashed or re-run training of the same
+    settings must reproduce its per-step losses."""
     from tests.harness import RESUME_STEPS, checked, train
 
     run = tmp_path_factory.mktemp("reference") / "run"
-    checked(train(run, random_data, *RESUME_STEPS))
+    checked(train(run, random_data, *RESUME_STEPS, launcher="deepspeed"))
     return run

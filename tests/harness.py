@@ -1,5 +1,7 @@
-"""The real command lines, run the way a user runs them, for the integration, fault and Slurm tests:
-`deepspeed launch/train.py` on CPU ranks (gloo) with a tiny model, and readers for what a run leaves."""
+"""The real command lines for the integration, fault and Slurm tests: `launch/train.py` on CPU ranks
+(gloo) with a tiny model, and readers for what a run leaves. Ranks start through tests/ranks.py, which
+gives them what `deepspeed --num_gpus N` gives them in a quarter of the start-up time; the tests about
+the launcher itself pass `launcher="deepspeed"`."""
 
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 from higgs_ds.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPSPEED = Path(sys.executable).parent / "deepspeed"
+RANKS = Path(__file__).with_name("ranks.py")
+Launcher = Literal["ranks", "deepspeed"]
 RECIPE = ("--config", "recipes/demo.yaml")
 # The demo recipe with a model small enough for CPU ranks, one data worker and nothing sent anywhere.
 TINY_MODEL = ("model.hidden_size=64", "model.intermediate_size=128")
@@ -47,18 +52,20 @@ def tiny_overrides(data: dict, *overrides: str, with_eval: bool = True) -> list[
     return [*data_overrides(data, with_eval), *QUIET, *TINY_MODEL, *overrides]
 
 
-def deepspeed_cmd(script: str, args: list[str], ranks: int = 2) -> list[str]:
-    return [str(DEEPSPEED), "--num_gpus", str(ranks), "--master_port", str(free_port()), script, *args]
+def deepspeed_cmd(script: str, args: list[str], ranks: int = 2, launcher: Launcher = "ranks") -> list[str]:
+    """`script` on `ranks` local CPU ranks: `deepspeed --num_gpus N` or its quick stand-in, tests/ranks.py."""
+    start = [str(DEEPSPEED), "--num_gpus"] if launcher == "deepspeed" else [sys.executable, str(RANKS), "--ranks"]
+    return [*start, str(ranks), "--master_port", str(free_port()), script, *args]
 
 
 def start_train(run_dir: Path, data: dict, *overrides: str, ranks: int = 2, ds_config: str = "ds_configs/zero3.json",
-                with_eval: bool = False, **extra_env: str) -> subprocess.Popen:
-    """`deepspeed launch/train.py` with the tiny demo recipe, started in the background. Without
+                with_eval: bool = False, launcher: Launcher = "ranks", **extra_env: str) -> subprocess.Popen:
+    """`launch/train.py` on `ranks` CPU ranks with the tiny demo recipe, started in the background. Without
     `with_eval` the run only trains (no eval split, no eval or predictions, every step logged)."""
     base = [] if with_eval else list(STEPS_ONLY)
     args = ["--deepspeed", ds_config, *RECIPE, f"run_dir={run_dir}",
             *tiny_overrides(data, *base, *overrides, with_eval=with_eval)]
-    return subprocess.Popen(deepspeed_cmd("launch/train.py", args, ranks), cwd=REPO, env=env(**extra_env),
+    return subprocess.Popen(deepspeed_cmd("launch/train.py", args, ranks, launcher), cwd=REPO, env=env(**extra_env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -73,23 +80,24 @@ def finish(proc: subprocess.Popen, timeout: int = 900) -> subprocess.CompletedPr
 
 
 def train(run_dir: Path, data: dict, *overrides: str, ranks: int = 2, timeout: int = 900,
-          ds_config: str = "ds_configs/zero3.json", with_eval: bool = False,
+          ds_config: str = "ds_configs/zero3.json", with_eval: bool = False, launcher: Launcher = "ranks",
           **extra_env: str) -> subprocess.CompletedProcess:
     """`start_train` run to its end; returns the finished process whatever its exit code."""
     return finish(start_train(run_dir, data, *overrides, ranks=ranks, ds_config=ds_config, with_eval=with_eval,
-                              **extra_env), timeout)
+                              launcher=launcher, **extra_env), timeout)
 
 
 def run_training(run_dir: Path, data: dict, *overrides: str, ranks: int = 2,
-                 ds_config: str = "ds_configs/zero3.json", timeout: int = 900) -> subprocess.CompletedProcess:
+                 ds_config: str = "ds_configs/zero3.json", timeout: int = 900,
+                 launcher: Launcher = "ranks") -> subprocess.CompletedProcess:
     """`train` with the eval split, eval and predictions as the recipe has them; a non-zero exit is an
     AssertionError carrying the run's output."""
     return checked(train(run_dir, data, *overrides, ranks=ranks, timeout=timeout, ds_config=ds_config,
-                         with_eval=True))
+                         with_eval=True, launcher=launcher))
 
 
 def run_deepspeed(script: str, args: list[str], ranks: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Any script under the DeepSpeed launcher with `ranks` CPU ranks; it must exit 0."""
+    """Any DeepSpeed script on `ranks` CPU ranks; it must exit 0."""
     proc = subprocess.run(deepspeed_cmd(script, args, ranks), cwd=REPO, env=env(), capture_output=True, text=True,
                           timeout=timeout)
     return checked(proc)

@@ -143,6 +143,7 @@ def test_resume_rule_passes_a_continuing_loss_and_fails_a_restart():
     assert "no logged loss for steps [61" in rule({s: v for s, v in falling.items() if s != 61}, 60, 5)["reason"]
 
 
+@pytest.mark.integration
 def test_real_mode_without_cuda_stops_with_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the real mode would run")
@@ -153,6 +154,7 @@ def test_real_mode_without_cuda_stops_with_a_clear_error(tmp_path):
     assert not (tmp_path / "work" / "venv").exists()
 
 
+@pytest.mark.integration
 def test_stages_that_do_not_fit_the_budget_are_skipped(tmp_path):
     proc = _run("--dry", "--budget", "20", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"))
     assert proc.returncode == 0, proc.stdout + proc.stderr

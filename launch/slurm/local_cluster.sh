@@ -60,6 +60,8 @@ SlurmUser=root
 SlurmctldPidFile=$DIR/slurmctld.daemon.pid
 StateSaveLocation=$DIR/state
 SchedulerType=sched/backfill
+# a requeued job whose start time has come starts within a second, not at the next 30-60 s pass
+SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 KillWait=30

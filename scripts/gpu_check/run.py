@@ -108,6 +108,9 @@ class Check:
         env.update(PYTHONUNBUFFERED="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    VIRTUAL_ENV=str(self.venv_python.parents[1]),
                    PATH=f"{self.venv_python.parent}:{env.get('PATH', '')}", **self.plan.env)
+        if self.dry:  # DeepSpeed's CPU allreduce op compiles against the venv's paths: its own cache, so that
+            # the project venv's compiled copy (shared cache, other paths) is not rebuilt after the rehearsal
+            env["TORCH_EXTENSIONS_DIR"] = str(self.work / "torch_extensions")
         return env
 
     def run(self, cmd: list[str], log_name: str, timeout: float, env: dict, append=False) -> int | None:

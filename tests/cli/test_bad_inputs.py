@@ -29,7 +29,7 @@ from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.errors import run_cli
 from higgs_ds.train.checkpointing import choose_resume_tag
 from tests.data.synthetic import SPEC, K, write_synthetic_split
-from tests.harness import deepspeed_cmd, env, output, train
+from tests.harness import Launcher, deepspeed_cmd, env, output, train
 
 TATWEEL, ZERO_WIDTH = "\u0640\u0640\u0640", "\u200b\u200c\u200d"
 
@@ -184,19 +184,20 @@ def test_train_refuses_bad_resume(case, data, run_unchanged, capsys, no_training
     one_error(*call(train_cli.main, _train_args(data, run_unchanged, *extra), capsys), *named)
 
 
-def _launch(args: list[str]):
+def _launch(args: list[str], launcher: Launcher = "ranks"):
     import subprocess
 
-    return subprocess.run(deepspeed_cmd("launch/train.py", args, ranks=2), cwd=Path(__file__).parents[2], env=env(),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(deepspeed_cmd("launch/train.py", args, ranks=2, launcher=launcher),
+                          cwd=Path(__file__).parents[2], env=env(), capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("case", ["deepspeed_missing", "tokenizer_missing", "recipe_not_a_mapping"])
-def test_train_through_the_launcher_says_it_once(case, data, tmp_path, unchanged):
-    """2 ranks under the DeepSpeed launcher: rank 0 prints the line, rank 1 nothing, no rendezvous."""
+@pytest.mark.parametrize("case, launcher", [("deepspeed_missing", "deepspeed"), ("tokenizer_missing", "ranks"),
+                                            ("recipe_not_a_mapping", "ranks")])
+def test_train_through_the_launcher_says_it_once(case, launcher, data, tmp_path, unchanged):
+    """2 ranks (one case under `deepspeed` itself): rank 0 prints the line, rank 1 nothing, no rendezvous."""
     argv, named = _train_case(case, data, tmp_path)
-    proc = _launch(argv)
+    proc = _launch(argv, launcher=launcher)
     text = proc.stdout + proc.stderr
     one_error(proc.returncode, text, *named)
     assert "Connection closed" not in text and "another rank exited" not in text, output(proc)
@@ -399,6 +400,7 @@ def test_evaluate_refuses_bad_input(case, data, tmp_path, capsys, unchanged):
 # ---- the real processes: the __main__ wiring of each command line ------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script, args", [
     ("launch/prepare_data.py", ["build", "--manifest", "/nonexistent/m.jsonl", "--out", "/tmp/never"]),
     ("launch/generate.py", ["/nonexistent", "--text", TATWEEL]),

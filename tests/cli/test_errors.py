@@ -1,6 +1,9 @@
-"""The error contract itself: one line from rank 0, silence elsewhere, tracebacks for bugs."""
+"""The error contract itself: one line from rank 0, the other ranks quiet unless the error is theirs alone,
+tracebacks for bugs."""
 
 from __future__ import annotations
+
+import signal
 
 import pytest
 
@@ -22,10 +25,49 @@ def test_a_user_error_is_one_line_naming_where_and_how(capsys, monkeypatch):
     assert capsys.readouterr().err == "error: bad value for a key (optim.lr): give a number\n"
 
 
-def test_other_ranks_stay_silent(capsys, monkeypatch):
+def test_before_the_rendezvous_another_rank_leaves_the_report_to_rank_0(capsys, monkeypatch):
+    """Every rank checks the same input: rank 0 says it, and its exit makes the launcher stop the others
+    (SIGTERM), which exit quietly. A rank still running after the grace period says it itself."""
+    import higgs_ds.errors as errors
+
     monkeypatch.setenv("RANK", "1")
-    assert run_cli(_raise(CheckpointError("no such tag"))) == 2
-    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(errors, "PEER_GRACE_S", 0.05)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert run_cli(_raise(CheckpointError("no such tag", where="resume=step9"))) == 2
+        stop_handler = signal.getsignal(signal.SIGTERM)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert capsys.readouterr().err == "rank 1: error: no such tag (resume=step9)\n"
+    exits = []
+    monkeypatch.setattr(errors.os, "_exit", exits.append)
+    stop_handler(signal.SIGTERM, None)  # what the launcher sends once rank 0 has exited
+    assert exits == [2]
+
+
+def test_after_the_rendezvous_a_rank_names_its_own_error_at_once(capsys, monkeypatch, tmp_path):
+    """Past the rendezvous an error can be one rank's alone (its shard, its checkpoint file); one that a
+    peer's exit caused is not that rank's to report."""
+    import torch.distributed as dist
+
+    import higgs_ds.errors as errors
+
+    monkeypatch.setattr(errors, "PEER_GRACE_S", 60.0)  # not waited for: the test would time out
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setenv("RANK", "1")
+        assert run_cli(_raise(CheckpointError("higgs_rank1.pt is damaged", where="resume=auto"))) == 2
+        assert capsys.readouterr().err == "rank 1: error: higgs_rank1.pt is damaged (resume=auto)\n"
+        gone = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1234")
+        try:
+            raise CheckpointWriteError(5, "writing checkpoint step000006 failed") from gone
+        except CheckpointWriteError as write_error:
+            assert run_cli(_raise(write_error)) == 1
+        err = capsys.readouterr().err
+        assert "error:" not in err and "another rank exited (CheckpointWriteError)" in err
+    finally:
+        dist.destroy_process_group()
 
 
 def test_a_peer_gone_after_the_rendezvous_is_quiet_on_other_ranks_only(capsys, monkeypatch):

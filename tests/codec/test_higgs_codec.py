@@ -85,6 +85,7 @@ def test_a_tokenizer_that_is_not_the_released_layout_is_refused(tmp_path):
         detect_codec_kind(tmp_path.parent)
 
 
+@pytest.mark.integration
 def test_prepare_data_build_with_the_higgs_codec_stores_its_codes_and_spec(tokenizer_dir, tmp_path):
     rows, waves = [], {}
     for i in range(3):

@@ -148,12 +148,14 @@ def _prepare(*args, cwd=Path(__file__).parents[2]):
                           text=True, cwd=cwd)
 
 
+@pytest.mark.integration
 def test_cli_reports_bad_sample(tmp_path):
     manifest = _manifest(tmp_path, [{"id": "x", "text": "", "codes": "c.npy"}])
     res = _prepare("--manifest", manifest, "--out", tmp_path / "o", "--audio-spec", write_spec(tmp_path, SPEC))
     assert res.returncode == 2 and "sample 'x': empty 'text'" in res.stderr and "--skip-bad" in res.stderr
 
 
+@pytest.mark.integration
 def test_precomputed_codes_need_a_spec_and_keep_it(tmp_path):
     manifest = _manifest(tmp_path, [{"id": "x", "text": "نص", "codes": _codes_file(tmp_path, "c.npy",
                                                                                    np.zeros((K, 5), int))}])

@@ -92,6 +92,7 @@ def test_cutset_round_trips(tmp_path):
         assert np.allclose(got, expected[row["id"]][2], atol=1e-6) and row["text"] == expected[row["id"]][0]
 
 
+@pytest.mark.integration
 def test_recordings_and_supervisions_folder_round_trips_through_the_cli(tmp_path):
     audio, recordings, supervisions = _corpus(tmp_path / "corpus")
     recordings.to_file(tmp_path / "corpus" / "arabic_recordings_train.jsonl.gz")
@@ -109,6 +110,7 @@ def test_recordings_and_supervisions_folder_round_trips_through_the_cli(tmp_path
     assert proc.returncode == 2 and "several recordings manifests" in proc.stderr and "--split" in proc.stderr
 
 
+@pytest.mark.integration
 def test_lhotse_is_imported_only_by_its_importer():
     code = ("import sys, higgs_ds.data.importers, higgs_ds.data.builder; "
             "print('lhotse' in sys.modules)")

@@ -127,6 +127,7 @@ def test_evaluation_normaliser():
     assert normalize_for_eval("إسلام") == normalize_for_eval("اسلام") == "اسلام"
 
 
+@pytest.mark.integration
 def test_normalize_text_command_reads_stdin_and_writes_stdout():
     done = subprocess.run([sys.executable, "launch/prepare_data.py", "normalize-text"],
                           input="في 2024 ارتفع 5%\nالساعة 10:30\n", capture_output=True, text=True, check=True)

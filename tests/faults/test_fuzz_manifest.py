@@ -181,6 +181,7 @@ def test_any_value_in_any_field_is_either_sharded_or_rejected(inputs, capsys, ch
     ROWS_TRIED.append(len(rows))
 
 
+@pytest.mark.integration
 def test_every_kind_of_bad_row_through_the_command_line(inputs, tmp_path):
     """All kinds at once in a real process: exit 0, no traceback, every row accounted for."""
     root, files = inputs

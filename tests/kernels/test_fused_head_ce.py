@@ -53,7 +53,7 @@ def _head(n_rows, n_out, seed):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("vocab", [1000, 128256])
 def test_text_head_matches_naive(backend, small_chunks, dtype, vocab):
-    n_rows = 40 if vocab < 10_000 else 9
+    n_rows = 40 if vocab < 10_000 else 6  # 4 of the 6 labelled at V=128256
     hidden, weight, gen = _head(n_rows, vocab, seed=vocab)
     targets = torch.randint(0, vocab, (n_rows,), generator=gen)
     targets[torch.rand(n_rows, generator=gen) < 0.5] = -100  # most rows of a TTS sample are ignored

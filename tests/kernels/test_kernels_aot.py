@@ -38,6 +38,7 @@ def _jit_kernel_names() -> set[str]:
     return names
 
 
+@pytest.mark.integration
 def test_one_variant_per_kernel_and_target_compiles(tmp_path):
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, "-m", "scripts.kernels_aot", "--one-per-kernel", "--out", str(out)],
@@ -89,6 +90,7 @@ print(json.dumps(dataclasses.asdict(row)))
 '''
 
 
+@pytest.mark.integration
 def test_a_spilling_kernel_fails_the_check(tmp_path):
     """256 live fp32 values per thread cannot fit in 255 registers: ptxas spills and the checker must say so."""
     (tmp_path / "hoard.py").write_text(SPILLING_KERNEL)

@@ -73,6 +73,7 @@ def test_each_bad_clip_is_rejected_by_its_metric_and_clean_speakers_are_kept(man
                for m in ("seconds", "clipping", "lufs", "snr_db", "rate_z", "dnsmos"))
 
 
+@pytest.mark.integration
 def test_dry_run_writes_only_the_report_and_loudness_target_normalises(manifest, tmp_path):
     filter_manifest(FilterConfig(manifest=str(manifest), out=str(tmp_path / "dry"), dnsmos=False, dry_run=True))
     assert sorted(p.name for p in (tmp_path / "dry").iterdir()) == ["filter_report.md", "metrics.jsonl", "report"]

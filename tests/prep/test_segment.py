@@ -100,6 +100,7 @@ def test_low_confidence_undecodable_and_silent_files_are_dropped_with_their_reas
     assert (tmp_path / "out" / "manifest.jsonl").read_text() == ""
 
 
+@pytest.mark.integration
 def test_segment_command_line(recording, tmp_path):
     path, _, _, whisper = recording
     done = subprocess.run([sys.executable, "launch/prepare_data.py", "segment", "--input", str(path), "--out",

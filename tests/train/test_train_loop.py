@@ -1,4 +1,4 @@
-"""The real training entry point under the DeepSpeed launcher on CPU ranks (gloo)."""
+"""The real training entry point on CPU ranks (gloo)."""
 
 from __future__ import annotations
 
@@ -111,10 +111,11 @@ def decodable_random_data(tmp_path_factory, tokenizer_dir) -> dict:
 def test_tiny_model_overfits_four_samples_and_the_listening_eval_tells_memorised_from_held_out(
         tmp_path, decodable_random_data):
     run = tmp_path / "overfit"
-    _train(run, decodable_random_data, "steps=300", "log_every=50", "eval_every=0", "predict_every=0",
-           "save_every=1000", "optim.lr=3e-3", "optim.warmup_steps=10", "optim.min_lr_ratio=0.3",
+    # at this lr the audio loss is below 0.1 by step 60 and ~0.003 at step 100 (3e-3 needed 300 steps)
+    _train(run, decodable_random_data, "steps=100", "log_every=50", "eval_every=0", "predict_every=0",
+           "save_every=1000", "optim.lr=5e-3", "optim.warmup_steps=10", "optim.min_lr_ratio=0.3",
            "model.hidden_size=128", "model.intermediate_size=256", "data.stream.max_batch_size=4",
-           "audio_eval.every=300", "audio_eval.generation.max_new_frames=70", ranks=1)  # the codec: the spec's
+           "audio_eval.every=100", "audio_eval.generation.max_new_frames=70", ranks=1)  # the codec: the spec's
     last = read_metrics(run / "metrics.jsonl")[-1]
     assert last["loss/text"] < 0.1 and last["loss/audio"] < 0.1, last
     # the listening eval ran in the real loop: prompts generated, decoded, written and logged. Greedy
@@ -122,7 +123,7 @@ def test_tiny_model_overfits_four_samples_and_the_listening_eval_tells_memorised
     held_out, memorised = read_metrics(run / "metrics.jsonl", "audio_eval")  # the recipe adds training prompts
     assert memorised["train/gen/frame_acc"] > 0.9, memorised
     assert held_out["gen/frame_acc"] < 0.05, held_out
-    assert list((run / "audio_eval" / "step000300").glob("*.wav")) and list((run / "audio_eval").rglob("*.png"))
+    assert list((run / "audio_eval" / "step000100").glob("*.wav")) and list((run / "audio_eval").rglob("*.png"))
 
 
 def test_zero2_grad_accum_activation_checkpointing_and_audio_only_freeze(tmp_path, random_data):
