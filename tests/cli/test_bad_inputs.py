@@ -3,8 +3,8 @@ and exactly one `error:` line naming the file, key or sample, with no traceback,
 run, shards and data exactly as they were (every file hashed before and after).
 
 Most cases call the command line's `main` in this process through the same `run_cli` wrapper its
-`__main__` uses; the `integration` ones run `launch/train.py` under the real DeepSpeed launcher with
-2 ranks (rank 1 must stay silent) or need the tiny finished run (one 2-rank training, built once)."""
+`__main__` uses; the `integration` ones run `launch/train.py` on 2 ranks (rank 1 must stay silent) or
+need a finished run (the session's reference run, left unchanged)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.errors import run_cli
 from higgs_ds.train.checkpointing import choose_resume_tag
 from tests.data.synthetic import SPEC, K, write_synthetic_split
-from tests.harness import Launcher, deepspeed_cmd, env, output, train
+from tests.harness import Launcher, deepspeed_cmd, env, output
 
 TATWEEL, ZERO_WIDTH = "\u0640\u0640\u0640", "\u200b\u200c\u200d"
 
@@ -65,13 +65,10 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data) -> Path:
-    """A tiny finished 2-rank run with two complete checkpoint tags, step000002 and step000004."""
-    run_dir = tmp_path_factory.mktemp("run") / "run"
-    proc = train(run_dir, data, "steps=4", "save_every=2", "keep_last=2")
-    assert proc.returncode == 0, output(proc)
-    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step*")) == ["step000002", "step000004"]
-    return run_dir
+def run(reference_run) -> Path:
+    """The session's finished 2-rank run (tests/conftest.py), read only: two complete tags."""
+    assert sorted(p.name for p in (reference_run / "checkpoints").glob("step*")) == ["step000008", "step000010"]
+    return reference_run
 
 
 def tree_hash(*folders: Path) -> dict[str, str]:
@@ -171,7 +168,7 @@ def test_train_refuses_bad_input(case, data, tmp_path, capsys, no_training, unch
 
 
 RUN_CASES = {
-    "resume_unknown_tag": (["resume=step999999"], ["no such tag", "step999999", "step000002, step000004"]),
+    "resume_unknown_tag": (["resume=step999999"], ["no such tag", "step999999", "step000008, step000010"]),
     "fresh_run_over_checkpoints": ([], ["already holds checkpoints", "resume=auto"]),
     "resume_with_another_world_size": (["resume=auto"], ["written by 2 ranks", "this run has 1"]),
 }
@@ -207,7 +204,7 @@ def test_train_through_the_launcher_says_it_once(case, launcher, data, tmp_path,
 @pytest.mark.integration
 def test_train_through_the_launcher_unknown_tag_lists_the_tags(data, run_unchanged):
     proc = _launch(_train_args(data, run_unchanged, "resume=step999999"))
-    one_error(proc.returncode, proc.stdout + proc.stderr, "no such tag", "step000004")
+    one_error(proc.returncode, proc.stdout + proc.stderr, "no such tag", "step000010")
 
 
 # ---- prepare_data ------------------------------------------------------------------------------
@@ -315,7 +312,7 @@ def test_generate_refuses_bad_input(case, data, tmp_path, capsys, unchanged):
 @pytest.mark.integration
 def test_generate_unknown_tag_lists_the_tags(run_unchanged, tmp_path, capsys):
     one_error(*call(generate_cli.main, [run_unchanged, "--text", "مرحبا", "--tag", "step999999", "--out",
-                                        tmp_path / "x.wav"], capsys), "no such tag 'step999999'", "step000004")
+                                        tmp_path / "x.wav"], capsys), "no such tag 'step999999'", "step000010")
 
 
 @pytest.mark.integration
@@ -325,7 +322,7 @@ def test_generate_with_a_binary_latest_file_asks_for_a_tag(run, tmp_path, capsys
     (copy / "checkpoints" / "latest").write_bytes(b"\x00\xff\xfe\x9c binary")
     before = tree_hash(copy)
     one_error(*call(generate_cli.main, [copy, "--text", "مرحبا", "--out", tmp_path / "x.wav"], capsys),
-              "latest", "--tag", "step000004")
+              "latest", "--tag", "step000010")
     assert tree_hash(copy) == before
 
 
@@ -333,9 +330,9 @@ def test_generate_with_a_binary_latest_file_asks_for_a_tag(run, tmp_path, capsys
 
 
 EXPORT_CASES = {
-    "out_is_a_checkpoint_tag": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/step000004"],
+    "out_is_a_checkpoint_tag": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/step000010"],
                                 ["--out", "checkpoints"]),
-    "out_inside_a_tag": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/step000002/export"],
+    "out_inside_a_tag": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/step000008/export"],
                          ["--out", "checkpoints"]),
     "out_inside_checkpoints": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/exported"],
                                ["--out", "checkpoints"]),
@@ -343,7 +340,7 @@ EXPORT_CASES = {
                       ["--out", "not empty", "--overwrite"]),
     "out_is_a_file": (lambda r, t: [r / "checkpoints", "--out", _write(t / "out.txt", "x")], ["--out", "a file"]),
     "unknown_tag": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--tag", "step999999"],
-                    ["no such tag", "step000002, step000004"]),
+                    ["no such tag", "step000008, step000010"]),
     "checkpoints_missing": (lambda r, t: [t / "nothing", "--out", t / "e"], ["nothing"]),
     "not_a_run": (lambda r, t: [t, "--out", t / "e"], ["no training checkpoint"]),
     "adapter_only_of_a_full_run": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--adapter-only"],
@@ -366,7 +363,7 @@ def test_export_overwrite_replaces_the_folder_whole(run_unchanged, tmp_path, cap
     out.mkdir()
     (out / "stale.txt").write_text("from an older export")
     assert run_cli(export_cli.main, [str(run_unchanged / "checkpoints"), "--out", str(out), "--overwrite",
-                                     "--tag", "step000002"]) == 0
+                                     "--tag", "step000008"]) == 0
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file() and (out / "audio_spec.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temporary folder left beside it
 
@@ -424,19 +421,19 @@ def test_each_command_line_process_exits_2_with_one_line(script, args):
 def test_resume_auto_skips_a_tag_with_a_damaged_file(name, run, tmp_path, caplog, capsys, no_training):
     ckpts = tmp_path / "run" / "checkpoints"
     shutil.copytree(run / "checkpoints", ckpts)
-    damaged = ckpts / "step000004" / name
+    damaged = ckpts / "step000010" / name
     damaged.write_bytes(np.random.default_rng(0).bytes(damaged.stat().st_size))  # same size: still "complete"
     with caplog.at_level(logging.WARNING, logger="higgs_ds"):
-        assert choose_resume_tag(ckpts, "auto") == "step000002"
+        assert choose_resume_tag(ckpts, "auto") == "step000008"
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and f"step000004/{name}" in warnings[0] and "weights_only" not in warnings[0]
+    assert len(warnings) == 1 and f"step000010/{name}" in warnings[0] and "weights_only" not in warnings[0]
 
     (ckpts / "latest").write_bytes(b"\xff\xfe\x00\x9c")  # unreadable as text: as if missing
-    assert choose_resume_tag(ckpts, "auto", warn=False) == "step000002"
+    assert choose_resume_tag(ckpts, "auto", warn=False) == "step000008"
 
     before = tree_hash(ckpts)
-    argv = _train_args(_data_of(run), tmp_path / "run", "resume=step000004", "data.eval_shards=null")
-    line = one_error(*call(train_cli.main, argv, capsys), name, "resume=step000004", "resume=auto")
+    argv = _train_args(_data_of(run), tmp_path / "run", "resume=step000010", "data.eval_shards=null")
+    line = one_error(*call(train_cli.main, argv, capsys), name, "resume=step000010", "resume=auto")
     assert "weights_only" not in line and tree_hash(ckpts) == before
 
 
