@@ -31,7 +31,7 @@ def pytest_addoption(parser):
 
 
 # What a test uses -> the marker it must carry, so that `make test-fast` never starts a run by accident.
-NEEDS_MARKER = {"reference_run": "integration", "slurm_cluster": "cluster"}
+NEEDS_MARKER = {"reference_run": "integration", "gpu_check_dry_run": "integration", "slurm_cluster": "cluster"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,6 +48,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("benchmark"):
             item.add_marker(skip)
+
+
+# ---- the GPU check's dry rehearsal, started in the background once the selection needs it -----
+DRY_RUN = pytest.StashKey()
+
+
+def pytest_collection_finish(session):
+    if not session.config.option.collectonly and any("gpu_check_dry_run" in getattr(item, "fixturenames", ())
+                                                     for item in session.items):
+        from tests.gpu_check_dry import DryRun
+
+        session.config.stash[DRY_RUN] = DryRun()
+
+
+def pytest_sessionfinish(session):
+    if DRY_RUN in session.config.stash:
+        session.config.stash[DRY_RUN].stop()
+
+
+@pytest.fixture(scope="session")
+def gpu_check_dry_run(request):
+    """(process, folder, summary.json) of `scripts/gpu_check.sh --dry` on a small demo: one rehearsal
+    per session, started at collection (tests/gpu_check_dry.py)."""
+    return request.config.stash[DRY_RUN].result()
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ gloo) and hands the result back in the caller's tensor. The first test reads the
 direct call; the others prove the device rule with a faked backend."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,56 @@ def test_local_rank_and_visible_gpus():
     assert local_device(3, 1) == 0  # Slurm bound one GPU to the task
     with pytest.raises(RuntimeError, match=r"LOCAL_RANK=8 but this process sees 4 GPUs"):
         local_device(8, 4)
+
+
+@pytest.mark.parametrize("world, compiled", [("1", False), ("2", True)])
+def test_a_lone_cpu_rank_does_not_build_the_shared_memory_allreduce(monkeypatch, world, compiled):
+    """DeepSpeed JIT-compiles its CPU shared-memory allreduce when its backend starts (~30 s on a fresh
+    install); one process has no peer to share memory with, so it is switched off there and only there."""
+    import deepspeed
+
+    from higgs_ds.train import distributed
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setitem(deepspeed.ops.__compatible_ops__, distributed.SHM_OP, True)
+    monkeypatch.setattr(deepspeed, "init_distributed",
+                        lambda **kwargs: seen.append(deepspeed.ops.__compatible_ops__[distributed.SHM_OP]))
+    monkeypatch.setattr(distributed, "unlink_shm_allreduce_buffer", lambda: None)
+    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": world}.items():
+        monkeypatch.setenv(var, value)
+    assert distributed.init_distributed(timeout_s=60) == (0, int(world))
+    assert seen == [compiled]
+    assert "deepspeed_shm_comm" in deepspeed.ops.op_builder.all_ops.ALL_OPS  # the name DeepSpeed gives the op
+
+
+def test_deepspeed_muon_is_imported_without_compiling_and_compiles_on_first_call(monkeypatch):
+    """`deepspeed.initialize` imports DeepSpeed's Muon module, whose `torch.compile` at import loads
+    Inductor (~2 s per rank); ours defers each compile to the function's first call."""
+    from higgs_ds.train import distributed
+
+    muon_modules = [name for name in sys.modules if name.startswith("deepspeed.runtime.zero.muon")]
+    compiled = []
+
+    def record_compile(model=None, **options):
+        compiled.append(model.__name__)
+        return model
+
+    monkeypatch.setattr(torch, "compile", record_compile)
+    for name in muon_modules:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        distributed.import_muon_compiling_on_first_call()
+        assert distributed.MUON_MODULE in sys.modules and compiled == []  # imported, nothing compiled
+        assert torch.compile is record_compile  # put back
+        from deepspeed.runtime.zero.muon.original_muon import zeropower_via_newtonschulz5
+
+        grad = torch.randn(4, 6)
+        for _ in range(2):
+            orthogonal = zeropower_via_newtonschulz5(grad, steps=5)
+        assert compiled == ["zeropower_via_newtonschulz5"]  # once, at the first call
+        assert orthogonal.shape == grad.shape and torch.isfinite(orthogonal).all()
+    finally:  # the next import of Muon in this process compiles as DeepSpeed wrote it
+        for name in [n for n in sys.modules if n.startswith("deepspeed.runtime.zero.muon")]:
+            if name not in muon_modules:
+                del sys.modules[name]

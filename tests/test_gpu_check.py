@@ -5,10 +5,8 @@ to run without CUDA, and the carried folder's dependency and size checks."""
 import importlib.util
 import json
 import math
-import os
 import re
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,8 +15,9 @@ import pytest
 import soundfile
 import torch
 
+from tests.gpu_check_dry import script_command, script_env
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "gpu_check.sh"
 STAGES = ["setup", "end_to_end", "kernel_tests", "benchmarks", "memory_probe"]
 # What the device hands back from $OUT: 8 plain files, no sub-folders.
 EXPECTED_FILES = {"gpu_check.log", "summary.json", "summary.md"} | {f"{s}.log" for s in STAGES}
@@ -31,43 +30,14 @@ def _load(name: str):
     return module
 
 
-def _run(*args, env=None):
-    env = {**os.environ, "PYTHON": sys.executable, **(env or {})}  # the interpreter running the tests
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-
-
-def _small_demo(root: Path) -> Path:
-    """A few shards of random codes that the shipped demo codec decodes, and a demo tokenizer: what
-    `make gpu-wheels` carries (the real demo takes minutes to build)."""
-    from higgs_ds.codec import CodecConfig, load_codec
-    from higgs_ds.data.demo import demo_sentences, shipped_demo_codec
-    from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
-    from tests.data.synthetic import write_synthetic_split
-
-    spec = load_codec(CodecConfig(path=str(shipped_demo_codec()), kind="dac", device="cpu")).spec
-    for split, shards in (("train", 2), ("eval", 1)):
-        write_synthetic_split(root / split, num_shards=shards, per_shard=8, seed=shards)
-        index_path = root / split / "shards.json"
-        index = json.loads(index_path.read_text())
-        index["audio_spec"] = spec.to_dict()
-        index_path.write_text(json.dumps(index))
-    train_demo_tokenizer(demo_sentences(), root / "tokenizer", vocab_size=800)
-    return root
-
-
-@pytest.fixture(scope="module")
-def dry_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gpu_check")
-    data = _small_demo(tmp / "demo")
-    proc = _run("--dry", "--out", str(tmp / "out"), "--work", str(tmp / "work"), "--data", str(data))
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
-    summary = json.loads((tmp / "out" / "summary.json").read_text())
-    return proc, tmp, summary
+def _run(*args):
+    return subprocess.run(script_command(*args), cwd=REPO, env=script_env(), capture_output=True, text=True,
+                          timeout=900)
 
 
 @pytest.mark.integration
-def test_dry_run_passes_every_stage_and_summary_lists_them(dry_run):
-    proc, tmp, summary = dry_run
+def test_dry_run_passes_every_stage_and_summary_lists_them(gpu_check_dry_run):
+    proc, tmp, summary = gpu_check_dry_run
     assert "no CUDA device used: dry run finished OK" in proc.stdout
     assert summary["mode"] == "dry"
     assert list(summary["stages"]) == STAGES
@@ -79,11 +49,11 @@ def test_dry_run_passes_every_stage_and_summary_lists_them(dry_run):
 
 
 @pytest.mark.integration
-def test_dry_run_trains_saves_resumes_exports_and_generates(dry_run):
+def test_dry_run_trains_saves_resumes_exports_and_generates(gpu_check_dry_run):
     from higgs_ds.model.checkpoint import from_pretrained
     from higgs_ds.train.metrics import read_metrics
 
-    _, tmp, summary = dry_run
+    _, tmp, summary = gpu_check_dry_run
     e2e, work = summary["stages"]["end_to_end"], tmp / "work" / "end_to_end"
     assert e2e["device"] == "cpu"
     run_dir = work / "run"
@@ -111,8 +81,8 @@ def test_dry_run_trains_saves_resumes_exports_and_generates(dry_run):
 
 
 @pytest.mark.integration
-def test_dry_run_installs_wheels_offline_and_runs_the_other_stages(dry_run):
-    _, tmp, summary = dry_run
+def test_dry_run_installs_wheels_offline_and_runs_the_other_stages(gpu_check_dry_run):
+    _, tmp, summary = gpu_check_dry_run
     manifest = json.loads((REPO / ".gpu_wheels" / "manifest.json").read_text())
     install, probe = summary["install"], summary["probe"]
     assert install["installed"] == sorted(manifest["pins"])  # the dry mode installs all, present or not

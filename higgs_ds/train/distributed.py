@@ -6,8 +6,11 @@ Rank and world size come from whichever launcher started us: the DeepSpeed launc
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,9 +44,15 @@ def init_distributed(timeout_s: int = 600) -> tuple[int, int]:
     os.environ.setdefault("MASTER_PORT", "29500")
     if torch.cuda.is_available():  # before NCCL starts: its communicator and object collectives use this GPU
         torch.cuda.set_device(local_device(int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()))
+    elif os.environ["WORLD_SIZE"] == "1":
+        # A lone CPU process shares memory with nobody: DeepSpeed would still JIT-compile its shared-memory
+        # allreduce op (~30 s on a fresh install). DeepSpeed keeps its op table as one
+        # dict per process, read when the backend starts.
+        deepspeed.ops.__compatible_ops__[SHM_OP] = False
     deepspeed.init_distributed(timeout=timedelta(seconds=timeout_s))
     if not torch.cuda.is_available():
         unlink_shm_allreduce_buffer()
+    import_muon_compiling_on_first_call()
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
 
@@ -69,7 +78,43 @@ def local_world_size() -> int:
     return max(torch.cuda.device_count(), 1)
 
 
+# `deepspeed.initialize` imports DeepSpeed's Muon optimizer to check ours against the ZeRO list, and that
+# module applies `torch.compile` at import, which loads Inductor: about 2 s per rank, every run.
+MUON_MODULE = "deepspeed.runtime.zero.muon.muon_optimizer"
+
+
+def import_muon_compiling_on_first_call() -> None:
+    """Import DeepSpeed's Muon module with `torch.compile` deferred to each function's first call, so a
+    run that never uses Muon never loads Inductor and one that does still gets the compiled functions."""
+    if MUON_MODULE in sys.modules:
+        return
+    compile_now = torch.compile
+
+    def compile_on_first_call(model=None, **options):
+        if model is None:  # used as `@torch.compile(**options)`
+            return lambda function: compile_on_first_call(function, **options)
+        compiled = None
+
+        @functools.wraps(model)
+        def call(*args, **kwargs):
+            nonlocal compiled
+            if compiled is None:
+                compiled = compile_now(model, **options)
+            return compiled(*args, **kwargs)
+
+        return call
+
+    torch.compile = compile_on_first_call
+    try:
+        importlib.import_module(MUON_MODULE)
+    except ImportError:  # a DeepSpeed without Muon: nothing to defer
+        pass
+    finally:
+        torch.compile = compile_now
+
+
 SHM_DIR = Path("/dev/shm")
+SHM_OP = "deepspeed_shm_comm"  # the NAME of DeepSpeed's CPU ShareMemCommBuilder
 
 
 def shm_allreduce_buffer() -> Path:
@@ -94,7 +139,6 @@ def exit_process(code: int) -> None:
     hang; nothing in it is ours. The atexit handlers still run (logging, W&B, data workers), and output is
     flushed first."""
     import atexit
-    import sys
 
     atexit._run_exitfuncs()  # noqa: SLF001  (what interpreter shutdown would run first)
     for stream in (sys.stdout, sys.stderr):
