@@ -41,5 +41,12 @@ import torch
 if not torch.cuda.is_available():
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
     ShareMemCommBuilder().load(verbose=False)" >/dev/null 2>&1 || echo "[setup] note: DeepSpeed's CPU op did not compile now; the first CPU run compiles it"
+# librosa's numba functions (the MCD, DNSMOS and speaker-similarity metrics use its mel spectrogram) compile
+# on first use, ~20 s, into the venv's cache: compile them now rather than in the first listening eval.
+"$VENV/bin/python" -c "
+import numpy as np, librosa
+wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+librosa.power_to_db(librosa.feature.melspectrogram(y=librosa.effects.trim(wav, top_db=40)[0], sr=16000))" \
+  >/dev/null 2>&1 || echo "[setup] note: librosa's functions did not compile now; the first listening eval compiles them"
 touch "$stamp"
 echo "[setup] done"

@@ -52,7 +52,7 @@ def tiny_overrides(data: dict, *overrides: str, with_eval: bool = True) -> list[
     return [*data_overrides(data, with_eval), *QUIET, *TINY_MODEL, *overrides]
 
 
-def deepspeed_cmd(script: str, args: list[str], ranks: int = 2, launcher: Launcher = "ranks") -> list[str]:
+def ranks_cmd(script: str, args: list[str], ranks: int = 2, launcher: Launcher = "ranks") -> list[str]:
     """`script` on `ranks` local CPU ranks: `deepspeed --num_gpus N` or its quick stand-in, tests/ranks.py."""
     start = [str(DEEPSPEED), "--num_gpus"] if launcher == "deepspeed" else [sys.executable, str(RANKS), "--ranks"]
     return [*start, str(ranks), "--master_port", str(free_port()), script, *args]
@@ -65,7 +65,7 @@ def start_train(run_dir: Path, data: dict, *overrides: str, ranks: int = 2, ds_c
     base = [] if with_eval else list(STEPS_ONLY)
     args = ["--deepspeed", ds_config, *RECIPE, f"run_dir={run_dir}",
             *tiny_overrides(data, *base, *overrides, with_eval=with_eval)]
-    return subprocess.Popen(deepspeed_cmd("launch/train.py", args, ranks, launcher), cwd=REPO, env=env(**extra_env),
+    return subprocess.Popen(ranks_cmd("launch/train.py", args, ranks, launcher), cwd=REPO, env=env(**extra_env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -98,7 +98,7 @@ def run_training(run_dir: Path, data: dict, *overrides: str, ranks: int = 2,
 
 def run_deepspeed(script: str, args: list[str], ranks: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
     """Any DeepSpeed script on `ranks` CPU ranks; it must exit 0."""
-    proc = subprocess.run(deepspeed_cmd(script, args, ranks), cwd=REPO, env=env(), capture_output=True, text=True,
+    proc = subprocess.run(ranks_cmd(script, args, ranks), cwd=REPO, env=env(), capture_output=True, text=True,
                           timeout=timeout)
     return checked(proc)
 

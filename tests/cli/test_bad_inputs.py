@@ -29,7 +29,7 @@ from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.errors import run_cli
 from higgs_ds.train.checkpointing import choose_resume_tag
 from tests.data.synthetic import SPEC, K, write_synthetic_split
-from tests.harness import Launcher, deepspeed_cmd, env, output
+from tests.harness import Launcher, env, output, ranks_cmd
 
 TATWEEL, ZERO_WIDTH = "\u0640\u0640\u0640", "\u200b\u200c\u200d"
 
@@ -184,7 +184,7 @@ def test_train_refuses_bad_resume(case, data, run_unchanged, capsys, no_training
 def _launch(args: list[str], launcher: Launcher = "ranks"):
     import subprocess
 
-    return subprocess.run(deepspeed_cmd("launch/train.py", args, ranks=2, launcher=launcher),
+    return subprocess.run(ranks_cmd("launch/train.py", args, ranks=2, launcher=launcher),
                           cwd=Path(__file__).parents[2], env=env(), capture_output=True, text=True, timeout=600)
 
 
