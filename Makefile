@@ -26,9 +26,10 @@ demo: data
 demo-codec: setup
 	$(PY) scripts/train_demo_codec.py $(ARGS)
 
-# Everything (integration runs, the Slurm cluster, GPU tests where there is CUDA), slowest 25 listed.
+# Everything (integration runs, the Slurm cluster, GPU tests where there is CUDA), slowest 25 listed; the
+# in-process tier runs at the same time, in a second pytest (scripts/run_tests.sh).
 test: setup
-	$(PY) -m pytest -q --durations=25
+	@PY=$(PY) bash scripts/run_tests.sh
 
 # The in-process tier for the edit-test loop: no multi-process runs, no Slurm, no GPU, no benchmarks.
 test-fast: setup
