@@ -1,7 +1,7 @@
 """The GPU check's dry mode (`scripts/gpu_check.sh --dry`) for the tests: its command line, and the one
 rehearsal per session that tests/test_gpu_check.py reads. That rehearsal is a single process for about
 two minutes (one core), so tests/conftest.py starts it in the background as soon as the session knows a
-selected test needs it; the tests collected before it, mostly in-process, use the other core."""
+selected test needs it; the tests that run meanwhile use the other core."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def script_command(*args: str) -> list[str]:
     return ["bash", str(SCRIPT), *args]
 
 
-def script_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHON": sys.executable, **extra}  # the interpreter running the tests
+def script_env() -> dict[str, str]:
+    return {**os.environ, "PYTHON": sys.executable}  # the interpreter running the tests
 
 
 def small_demo(root: Path) -> Path:
