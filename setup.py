@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="higgs-ds",
     version="0.1.0",
-    description="DeepSpeed ZeRO-3 training stack for Higgs Audio v2 DualFFN audio-text models",
+    description="DeepSpeed ZeRO-3 training stack for Higgs audio-text models (Higgs Audio v2, Higgs TTS 3)",
     python_requires=">=3.10",
     # kernels/ ships as higgs_ds.kernels: a top-level `kernels` module would shadow HF's `kernels`.
     packages=find_packages(include=["higgs_ds", "higgs_ds.*"]) + ["higgs_ds.kernels"],

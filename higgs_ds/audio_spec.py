@@ -112,7 +112,7 @@ class AudioSpec:
 
 
 # The codes the released Higgs Audio v2 checkpoints were trained on: its own tokenizer at 24 kHz, hop 960.
-HIGGS_V2_TOKENIZER = AudioSpec(codec="higgs", sample_rate=24000, frame_rate=25.0, num_codebooks=8,
+HIGGS_AUDIO_TOKENIZER = AudioSpec(codec="higgs", sample_rate=24000, frame_rate=25.0, num_codebooks=8,
                                codebook_size=1024)
 
 

@@ -2,7 +2,8 @@
 
     <run_dir>/checkpoints/latest          the tag of the newest complete checkpoint
     <run_dir>/checkpoints/<tag>/          DeepSpeed's ZeRO shards + config.json: {"train": TrainConfig,
-                                          "model": model config (Boson layout), "audio_spec": AudioSpec}
+                                          "family": model family, "model": its model config (the family's
+                                          `config_to_dict`), "audio_spec": AudioSpec}
 
 A tag is complete only when its ``complete.json`` (written last, once every rank's files exist) lists files
 that all have their recorded sizes. Every file is read with `safe_load` (weights_only): a checkpoint from
@@ -26,8 +27,7 @@ import torch
 from higgs_ds.audio_spec import AudioSpec, write_spec
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.errors import CheckpointError
-from higgs_ds.model.config import HiggsAudioConfig
-from higgs_ds.model.tts3_config import model_config_from_dict
+from higgs_ds.models import ModelFamily, family_of_config_dict, get_family
 
 PROMPT_FILE = "prompt_config.json"
 COMPLETE = "complete.json"
@@ -137,8 +137,17 @@ class RunCheckpoint:
         return self.ckpt_dir / self.tag
 
     @property
-    def model_config(self) -> HiggsAudioConfig:
-        return model_config_from_dict(self.meta["model"])
+    def family(self) -> ModelFamily:
+        """The recorded family; runs written before families were recorded name it in `train.model.arch`, or,
+        older still, only by their model config."""
+        name = self.meta.get("family") or self.meta.get("train", {}).get("model", {}).get("arch")
+        if name:
+            return get_family(name)
+        return family_of_config_dict(self.meta["model"], f"{self.path}/config.json")
+
+    @property
+    def model_config(self):
+        return self.family.config_from_dict(self.meta["model"], None)
 
     @property
     def audio_spec(self) -> AudioSpec:

@@ -3,7 +3,7 @@
     python launch/generate.py runs/demo --text "مرحبا بكم" --out runs/demo/generated/hello.wav
 
 The checkpoint is a training run directory (latest checkpoint, or --tag), one checkpoint tag
-directory, or an exported / released directory (Boson or transformers layout). The codes are decoded by
+directory, or an exported / released directory of any model family and layout. The codes are decoded by
 the codec the checkpoint's audio spec names (`--codec-path` gives a local copy when it moved), and the
 prompt uses the layout the model was trained with (system prompt, scene block). Voice cloning:
 --ref-audio ref.wav --ref-text "its transcript" (or --ref-codes codes.npy). Several --text flags
@@ -22,20 +22,13 @@ import numpy as np
 import soundfile
 from transformers import AutoTokenizer
 
+from higgs_ds.cli_options import add_scorer_args, scorer_config
 from higgs_ds.codec import load_audio, load_codec_for_spec
-from higgs_ds.data.render_tts3 import make_renderer
 from higgs_ds.data.text import normalize_arabic
 from higgs_ds.device import resolve_device, resolve_precision, torch_dtype
 from higgs_ds.errors import ArgumentParser, CheckpointError, ConfigError, DataError, run_cli
 from higgs_ds.inference import GenerationConfig, TTSRequest, decode_codes, generate, load_model, write_codes, write_wav
-from higgs_ds.inference.scoring import (
-    add_scorer_args,
-    build_scorer,
-    format_table,
-    scorer_config,
-    summarize,
-    write_scores,
-)
+from higgs_ds.quality.scorer import build_scorer, format_table, summarize, write_scores
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +181,7 @@ def main(argv=None) -> list[Path]:
         ref_codes = codec.encode([wav], sr)[0].numpy()
     requests = [TTSRequest(text, scene=a.scene, ref_text=a.ref_text if ref_codes is not None else None,
                            ref_codes=ref_codes, id=f"text{i}") for i, text in enumerate(texts)]
-    renderer = make_renderer(tokenizer, model_cfg.audio_num_codebooks)  # v2 ChatML or the TTS 3 layout
+    renderer = loaded.family.make_renderer(tokenizer, model_cfg.audio_num_codebooks)  # the family's prompt layout
     result = generate(loaded.model, renderer, requests, gen, loaded.prompt)  # the training prompt layout
 
     outputs = []

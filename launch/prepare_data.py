@@ -49,8 +49,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "workers", None) is not None and args.workers < 1:  # before the demo synthesises anything
+        raise ConfigError(f"--workers {args.workers} is out of range", where="--workers", fix="give a number >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _, run = COMMANDS[args.command]
+        summary = run(args)
+    except BadSampleError as exc:
+        raise DataError(str(exc), fix="fix that line, or re-run with --skip-bad to write bad samples to "
+                                      "rejects.jsonl instead") from None
+    except UserError:
+        raise
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # bad settings, codec or spec: one clear line
+        raise DataError(str(exc)) from None
+    if summary is not None:  # normalize-text writes its own output
+        print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(sub)
+    return parser
+
+
+def _add_build_parser(sub) -> None:
     build = sub.add_parser("build", help="manifest -> shards")
     build.add_argument("--manifest", required=True)
     build.add_argument("--out", required=True)
@@ -74,54 +100,31 @@ def _main(argv: list[str] | None = None) -> int:
     build.add_argument("--skip-bad", action="store_true", help="reject bad samples to rejects.jsonl instead of failing")
     build.add_argument("--max-seconds", type=float, default=60.0,
                        help="longer audio is a bad sample (read from its header, never decoded): segment it first")
+
+
+def _add_demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="build the built-in Arabic demo dataset")
     demo.add_argument("--out", default="data/demo")
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--seed", type=int, default=0)
-    _add_import_parser(sub)
-    _add_segment_parser(sub)
-    _add_filter_parser(sub)
+
+
+def _add_merge_parser(sub) -> None:
     merge = sub.add_parser("merge", help="the folders of `build --part i/N` -> one split",
                            description="Checks that the folders are parts 0..N-1 of one manifest with one audio spec "
                                        "and no id twice, links their shards into --out and writes shards.json and "
                                        "rejects.jsonl there.")
     merge.add_argument("--out", required=True)
     merge.add_argument("parts", nargs="+", help="the part folders")
+
+
+def _add_normalize_parser(sub) -> None:
     norm = sub.add_parser("normalize-text", help="stdin lines -> normalised lines on stdout (numbers read out)",
                           description="The transcript normalisation the renderer applies, for checking by eye: "
                           "`echo 'في 2024 ارتفع 5%' | python launch/prepare_data.py normalize-text`. "
                           "Counts of what was read and left alone go to stderr.")
     norm.add_argument("--numbers", choices=("words", "keep"), default="words")
     norm.add_argument("--strip-diacritics", action="store_true")
-    args = parser.parse_args(argv)
-    if getattr(args, "workers", None) is not None and args.workers < 1:  # before the demo synthesises anything
-        raise ConfigError(f"--workers {args.workers} is out of range", where="--workers", fix="give a number >= 1")
-    if args.command == "normalize-text":
-        return _normalize_lines(args)
-    if args.command == "segment":
-        return _segment(args)
-    if args.command == "filter":
-        return _filter(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    try:
-        if args.command == "build":
-            summary = _build(args)
-        elif args.command == "merge":
-            summary = _summary(merge_parts(args.out, args.parts))
-        elif args.command == "import":
-            summary = import_corpus(ImportConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
-        else:
-            summary = build_demo(DemoConfig(out_dir=args.out, num_workers=args.workers, seed=args.seed))
-    except BadSampleError as exc:
-        raise DataError(str(exc), fix="fix that line, or re-run with --skip-bad to write bad samples to "
-                                      "rejects.jsonl instead") from None
-    except UserError:
-        raise
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # bad settings, codec or spec: one clear line
-        raise DataError(str(exc)) from None
-    print(json.dumps(summary, ensure_ascii=False, indent=1))
-    return 0
 
 
 def _build(args) -> dict:
@@ -162,14 +165,13 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("--asr-batch-size", type=int, default=8)
 
 
-def _segment(args) -> int:
+def _segment(args) -> dict:
     from higgs_ds.prep.segment import SegmentConfig, segment_recordings
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "input")}
     summary = segment_recordings(SegmentConfig(inputs=tuple(args.input), **options))
     summary.pop("per_file")
-    print(json.dumps(summary, ensure_ascii=False, indent=1))
-    return 0
+    return summary
 
 
 def _add_filter_parser(sub) -> None:
@@ -189,23 +191,38 @@ def _add_filter_parser(sub) -> None:
     filt.add_argument("--device", default="cpu")
 
 
-def _filter(args) -> int:
+def _filter(args) -> dict:
     from higgs_ds.prep.filter import FilterConfig, filter_manifest
 
-    summary = filter_manifest(FilterConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
+    summary = filter_manifest(FilterConfig(**_options(args)))
     summary.pop("config")
-    print(json.dumps(summary, ensure_ascii=False, indent=1))
-    return 0
+    return summary
 
 
-def _normalize_lines(args) -> int:
+def _normalize_lines(args) -> None:
     stats = NumberStats()
     cfg = ArabicTextConfig(keep_diacritics=not args.strip_diacritics, numbers="keep")
     for line in sys.stdin:
         text = spell_numbers(line, stats) if args.numbers == "words" else line
         print(normalize_arabic(text, cfg))
     print(json.dumps(stats.as_dict(), ensure_ascii=False), file=sys.stderr)
-    return 0
+
+
+def _options(args) -> dict:
+    """The subcommand's flags as keyword arguments of its config."""
+    return {k: v for k, v in vars(args).items() if k != "command"}
+
+
+def _import(args) -> dict:
+    return import_corpus(ImportConfig(**_options(args)))
+
+
+def _merge(args) -> dict:
+    return _summary(merge_parts(args.out, args.parts))
+
+
+def _demo(args) -> dict:
+    return build_demo(DemoConfig(out_dir=args.out, num_workers=args.workers, seed=args.seed))
 
 
 def _read_spec(path: Path) -> AudioSpec:
@@ -240,6 +257,18 @@ def _add_import_parser(sub) -> None:
     imp.add_argument("--speaker", help="ljspeech: the speaker id (default the folder name)")
     imp.add_argument("--audio-root", help="kaldi: folder that relative wav.scp paths start from (default --src)")
 
+
+# subcommand -> (adds its flags, runs it); every run goes through `_main`'s one error mapping and returns its
+# summary, printed as JSON, or None when it wrote its own output
+COMMANDS = {
+    "build": (_add_build_parser, _build),
+    "demo": (_add_demo_parser, _demo),
+    "import": (_add_import_parser, _import),
+    "segment": (_add_segment_parser, _segment),
+    "filter": (_add_filter_parser, _filter),
+    "merge": (_add_merge_parser, _merge),
+    "normalize-text": (_add_normalize_parser, _normalize_lines),
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,9 @@
-"""Train a Higgs Audio v2 DualFFN model with DeepSpeed.
+"""Train a model of any family (`model.arch`: Higgs Audio v2 DualFFN by default, Higgs TTS 3, ...) with DeepSpeed.
 
     deepspeed launch/train.py --deepspeed ds_configs/zero3.json --config recipes/demo.yaml [key=value ...]
 
 Overrides use dotted keys of `higgs_ds.train.config.TrainConfig`, e.g. `steps=50 optim.lr=3e-4
-model.init=/ckpt/higgs-audio-v2 resume=auto`.
+model.init=/ckpt/higgs-audio-v2 resume=auto` or `model.arch=higgs_tts3`.
 """
 
 import argparse

@@ -2,7 +2,7 @@
 
 import torch
 
-from higgs_ds.model.config import HiggsAudioConfig
+from higgs_ds.models.higgs_v2.config import HiggsAudioConfig
 
 
 def random_batch(cfg: HiggsAudioConfig, segments, seq_len: int, seed: int = 0, pad: dict | None = None):
@@ -31,7 +31,7 @@ def random_batch(cfg: HiggsAudioConfig, segments, seq_len: int, seed: int = 0, p
 
 def loss_sums(model, out, labels, audio_labels):
     """The model's fused head losses for an output computed without labels."""
-    from higgs_ds.model.loss import head_losses
+    from higgs_ds.models.loss import head_losses
 
     heads = model.audio_decoder_proj
     return head_losses(out.hidden_states, out.audio_out_mask, labels, audio_labels, heads.text_lm_head,

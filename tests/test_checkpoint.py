@@ -7,9 +7,10 @@ import torch
 from safetensors.torch import save_file
 from transformers import HiggsAudioV2ForConditionalGeneration, LlamaConfig, LlamaForCausalLM
 
-from higgs_ds.model.checkpoint import config_from_checkpoint, from_pretrained, load_weights, save_pretrained
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.checkpoint import save_checkpoint
+from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
+from higgs_ds.models.pretrained import config_from_checkpoint, from_pretrained, load_weights
 from tests.model_utils import random_batch
 
 
@@ -36,7 +37,7 @@ def _assert_same_model(a, b):
 
 
 def test_boson_round_trip_sharded(model, tmp_path):
-    save_pretrained(model.state_dict(), model.config, tmp_path, layout="boson", max_shard_size="200KB")
+    save_checkpoint(model.state_dict(), model.config, tmp_path, layout="boson", max_shard_size="200KB")
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1, "expected several shards"
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -45,12 +46,12 @@ def test_boson_round_trip_sharded(model, tmp_path):
     loaded = from_pretrained(tmp_path)
     _assert_same_model(model, loaded)
     # and back out again: the second export is byte-for-byte the same tensors
-    save_pretrained(loaded.state_dict(), loaded.config, tmp_path / "again", layout="boson")
+    save_checkpoint(loaded.state_dict(), loaded.config, tmp_path / "again", layout="boson")
     _assert_same_model(model, from_pretrained(tmp_path / "again"))
 
 
 def test_boson_split_weights_and_stray_keys_are_merged(model, tmp_path):
-    save_pretrained(model.state_dict(), model.config, tmp_path, layout="boson")
+    save_checkpoint(model.state_dict(), model.config, tmp_path, layout="boson")
     from safetensors.torch import load_file
 
     sd = load_file(tmp_path / "model.safetensors")
@@ -67,7 +68,7 @@ def test_boson_split_weights_and_stray_keys_are_merged(model, tmp_path):
 
 
 def test_hf_export_loads_in_transformers_and_round_trips(model, tmp_path):
-    save_pretrained(model.state_dict(), model.config, tmp_path, layout="hf")
+    save_checkpoint(model.state_dict(), model.config, tmp_path, layout="hf")
     port, info = HiggsAudioV2ForConditionalGeneration.from_pretrained(
         tmp_path, use_text_head=True, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
@@ -101,7 +102,7 @@ def test_llama_init_copies_text_into_audio_and_matches_llama_on_text(tmp_path):
 
 
 def test_shape_mismatch_names_the_tensor(model, tmp_path):
-    save_pretrained(model.state_dict(), model.config, tmp_path, layout="boson")
+    save_checkpoint(model.state_dict(), model.config, tmp_path, layout="boson")
     other = HiggsAudioModel(tiny_config(intermediate_size=96))
     with pytest.raises(ValueError, match=r"layers\.0\..*mlp.*shape"):
         load_weights(other, tmp_path)
@@ -114,9 +115,9 @@ def test_missing_files_are_reported(tmp_path):
 
 def test_meta_read_gives_names_and_shapes_without_data(model, tmp_path):
     """Ranks that fill no weights under ZeRO-3 read only this (no tensor data from disk)."""
-    from higgs_ds.model.checkpoint import read_state_dict
+    from higgs_ds.models.checkpoint_files import read_state_dict
 
-    save_pretrained(model.state_dict(), model.config, tmp_path, layout="boson", max_shard_size="200KB")
+    save_checkpoint(model.state_dict(), model.config, tmp_path, layout="boson", max_shard_size="200KB")
     real, meta = read_state_dict(tmp_path), read_state_dict(tmp_path, meta=True)
     assert real.keys() == meta.keys()
     assert all(meta[k].device.type == "meta" and meta[k].shape == real[k].shape and meta[k].dtype == real[k].dtype
@@ -128,13 +129,13 @@ def test_a_port_config_without_our_extra_ids_takes_them_from_the_tokenizer_or_sa
     (128015 / 128012 lie outside a small vocabulary); take them from the tokenizer or fail naming them."""
     from higgs_ds.data.demo import demo_sentences
     from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
-    from higgs_ds.model.config import token_ids_from_tokenizer
+    from higgs_ds.models.higgs_v2.config import token_ids_from_tokenizer
 
     tokenizer = train_demo_tokenizer(demo_sentences()[:40], tmp_path / "tok", vocab_size=600)
     ids = token_ids_from_tokenizer(tokenizer)
     torch.manual_seed(0)
     model = HiggsAudioModel(tiny_config(vocab_size=len(tokenizer), **ids)).eval()
-    save_pretrained(model.state_dict(), model.config, tmp_path / "port", layout="hf")
+    save_checkpoint(model.state_dict(), model.config, tmp_path / "port", layout="hf")
     cfg_path = tmp_path / "port" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     del cfg["audio_in_token_idx"], cfg["audio_eos_token_id"]  # as transformers' own converter writes it

@@ -265,7 +265,7 @@ def test_the_parser_check_catches_a_flag_that_does_not_exist():
     build = _subcommands(cli_parser("prepare_data"))["build"]
     assert "--codec-path" in {o for a in build._actions for o in a.option_strings}
     with contextlib.redirect_stderr(io.StringIO()), pytest.raises((SystemExit, ValueError), match="nope|2"):
-        cli_parser("export").parse_args(["runs/x/checkpoints", "--out", "x", "--layout", "nope"])
+        cli_parser("export").parse_args(["runs/x/checkpoints", "--out", "x", "--nope"])
 
 
 def make_targets_shown() -> list[tuple[str, str]]:

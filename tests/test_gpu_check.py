@@ -50,7 +50,7 @@ def test_dry_run_passes_every_stage_and_summary_lists_them(gpu_check_dry_run):
 
 @pytest.mark.integration
 def test_dry_run_trains_saves_resumes_exports_and_generates(gpu_check_dry_run):
-    from higgs_ds.model.checkpoint import from_pretrained
+    from higgs_ds.models.pretrained import from_pretrained
     from higgs_ds.train.metrics import read_metrics
 
     _, tmp, summary = gpu_check_dry_run

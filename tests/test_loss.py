@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossSums, LossWeights, combine, target_counts
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
+from higgs_ds.models.loss import LossSums, LossWeights, combine, target_counts
 from tests.model_utils import loss_sums, random_batch
 
 SEGMENTS = [[(2, 4, "in"), (8, 7, "out")], [(3, 9, "out"), (14, 5, "out")]]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from higgs_ds.model.config import HiggsAudioConfig, tiny_config
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.config import HiggsAudioConfig, tiny_config
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
 from tests.model_utils import random_batch
 
 

@@ -3,24 +3,23 @@ count and state-dict names must be those of the released checkpoint (Boson's nam
 port (`HiggsAudioV2ForConditionalGeneration`)."""
 
 import torch
-from transformers import HiggsAudioV2ForConditionalGeneration, LlamaConfig
+from transformers import HiggsAudioV2ForConditionalGeneration
 
-from higgs_ds.model.checkpoint import ours_to_hf
-from higgs_ds.model.config import HiggsAudioConfig
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models import get_family
+from higgs_ds.models.higgs_v2.checkpoint import ours_to_hf
+from higgs_ds.models.higgs_v2.config import HiggsAudioConfig
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
 
 LAYERS, HIDDEN, FFN, VOCAB, KV = 28, 3072, 8192, 128256, 1024
 
 
 def released_config() -> HiggsAudioConfig:
-    """Llama-3.2-3B backbone + DualFFN in all 28 layers, 8 x (1024 + 2) audio codes."""
-    text = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
-                       num_attention_heads=24, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5,
-                       max_position_embeddings=131072, tie_word_embeddings=False,
-                       rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
-                                        "low_freq_factor": 0.125, "high_freq_factor": 0.5,
-                                        "original_max_position_embeddings": 1024})
-    return HiggsAudioConfig(text_config=text)
+    """The family's released shape: Llama-3.2-3B backbone + DualFFN in all 28 layers, 8 x (1024 + 2) codes."""
+    cfg = get_family("higgs_v2_dualffn").released_config()
+    text = cfg.text_config
+    assert (text.num_hidden_layers, text.hidden_size, text.intermediate_size, text.vocab_size) == (LAYERS, HIDDEN, FFN,
+                                                                                                 VOCAB)
+    return cfg
 
 
 def released_key_shapes() -> dict[str, tuple[int, ...]]:

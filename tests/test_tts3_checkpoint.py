@@ -6,15 +6,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from higgs_ds.model.checkpoint import (
-    checkpoint_state_dict,
-    detect_layout,
-    from_pretrained,
-    passthrough_tensors,
-    read_config,
-)
-from higgs_ds.model.tts3 import HiggsTTS3Model
-from higgs_ds.model.tts3_checkpoint import save_tts3
+from higgs_ds.models import family_of, get_family
+from higgs_ds.models.higgs_tts3.checkpoint import passthrough_tensors, save_checkpoint
+from higgs_ds.models.higgs_tts3.model import HiggsTTS3Model
+from higgs_ds.models.pretrained import checkpoint_state_dict, from_pretrained
 from tests.tts3_utils import codec_tensors, write_tiny_tts3_folder
 
 
@@ -28,7 +23,7 @@ def _tensors(directory):
 
 def test_released_folder_round_trips_bit_exactly(tmp_path):
     src = write_tiny_tts3_folder(tmp_path / "release")
-    assert detect_layout(read_config(src)) == "tts3"
+    assert family_of(src) is get_family("higgs_tts3")
     model = from_pretrained(src, dtype=torch.bfloat16)
     assert isinstance(model, HiggsTTS3Model)
     assert model.config.audio_token_id == 2 and model.config.audio_out_token_idx == 301  # from the tokenizer
@@ -36,7 +31,7 @@ def test_released_folder_round_trips_bit_exactly(tmp_path):
 
     passthrough = passthrough_tensors(src)
     assert set(passthrough) == set(codec_tensors())
-    out = save_tts3(model.state_dict(), model.config, tmp_path / "export", passthrough)
+    out = save_checkpoint(model.state_dict(), model.config, tmp_path / "export", init=src)  # the codec: from src
     before, after = _tensors(src), _tensors(out)
     assert set(before) == set(after)
     for name, tensor in before.items():
@@ -57,7 +52,7 @@ def test_meta_read_and_wrong_tensors_raise(tmp_path):
     model = from_pretrained(src)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     sd, layout = checkpoint_state_dict(src, model.config, shapes, meta=True)
-    assert layout == "tts3" and set(sd) == set(shapes) and all(t.is_meta for t in sd.values())
+    assert layout == "released" and set(sd) == set(shapes) and all(t.is_meta for t in sd.values())
 
     tensors = _tensors(src)
     del tensors["tied.embedding.modality_embeddings.0.embedding.weight"]

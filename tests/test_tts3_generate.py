@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from higgs_ds.data.delay_pattern import build_delay_pattern, revert_delay_pattern
-from higgs_ds.data.render_tts3 import Tts3Renderer
 from higgs_ds.inference import GenerationConfig, TTSRequest, generate
-from higgs_ds.inference.tts3 import Tts3DelayState
-from higgs_ds.model.tts3 import HiggsTTS3Model
+from higgs_ds.models.higgs_tts3.decoding import Tts3DelayState
+from higgs_ds.models.higgs_tts3.model import HiggsTTS3Model
+from higgs_ds.models.higgs_tts3.prompt import Tts3Renderer
 from tests.tts3_utils import tiny_model_config, tiny_tts3_tokenizer
 
 K, BOC, EOC = 8, 1024, 1025

@@ -1,18 +1,14 @@
-"""The Higgs TTS 3 prompt and labels, and the label-leak guard on the TTS 3 model."""
+"""The Higgs TTS 3 prompt and labels, and its model training on a rendered batch."""
 
-import math
 
 import numpy as np
 import pytest
-import torch
 
-import higgs_ds.model.loss as loss_mod
 from higgs_ds.data.collate import CollatorConfig
-from higgs_ds.data.render_tts3 import Tts3Collator, Tts3Renderer
 from higgs_ds.data.schema import Utterance
-from higgs_ds.model.loss import LossWeights, combine
-from higgs_ds.model.tts3 import HiggsTTS3Model
-from tests.model_utils import mean_tail_audio_loss
+from higgs_ds.models.higgs_tts3.model import HiggsTTS3Model
+from higgs_ds.models.higgs_tts3.prompt import Tts3Renderer
+from higgs_ds.models.loss import LossWeights, combine
 from tests.tts3_utils import tiny_model_config, tiny_tts3_tokenizer
 
 K, BOC, EOC, _ = 8, 1024, 1025, -100
@@ -24,7 +20,7 @@ def tokenizer():
 
 
 def _collator(renderer):
-    return Tts3Collator(renderer.special, CollatorConfig(K, BOC, EOC))
+    return renderer.collator(CollatorConfig(K, BOC, EOC))
 
 
 def test_prompt_layout_and_labels(tokenizer):
@@ -69,27 +65,3 @@ def test_model_trains_on_rendered_batch(tokenizer):
     assert sums.audio_count.tolist() == [4 + 7 - k for k in range(K)] and sums.text_count.item() == 0
     combine(sums, LossWeights()).loss.backward()
     assert model.audio_table.weight.grad.abs().sum() > 0
-
-
-def _train_audio_loss(steps=120, seed=0):
-    torch.manual_seed(seed)
-    cfg = tiny_model_config(tiny_tts3_tokenizer())
-    b, rows = 4, 48
-    ids = torch.tensor([[cfg.audio_token_id] + [cfg.audio_out_token_idx] * rows] * b)
-
-    def step_parts(model, g):
-        codes = torch.randint(0, cfg.audio_codebook_size, (b, rows, K), generator=g)
-        audio_labels = torch.cat([torch.full((b, 1, K), _), codes], dim=1).view(-1, K)  # <|audio|> row first
-        out = model(ids, codes.view(-1, K), labels=torch.full_like(ids, _), audio_labels=audio_labels)
-        return combine(out.loss_sums, LossWeights())
-
-    return mean_tail_audio_loss(HiggsTTS3Model(cfg), step_parts, steps, seed)
-
-
-def test_shifted_audio_loss_stays_at_chance_on_random_codes():
-    assert _train_audio_loss() > math.log(1024) - 0.1
-
-
-def test_guard_catches_the_unshifted_loss(monkeypatch):
-    monkeypatch.setattr(loss_mod, "shifted_targets", lambda labels, audio_labels, mask: (labels, audio_labels))
-    assert _train_audio_loss() < math.log(1024) - 1.0

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from higgs_ds.model.tts3 import HiggsTTS3Model
-from higgs_ds.model.tts3_checkpoint import CODEC_PREFIX, ours_to_released
-from higgs_ds.model.tts3_config import tiny_tts3_config, tts3_token_ids
+from higgs_ds.models.higgs_tts3.checkpoint import CODEC_PREFIX, ours_to_released
+from higgs_ds.models.higgs_tts3.config import tiny_tts3_config, tts3_token_ids
+from higgs_ds.models.higgs_tts3.model import HiggsTTS3Model
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|tts|>", "<|audio|>", "<|text|>", "<|ref_audio|>", "<|ref_text|>",
                   "<|happy|>"]  # the last one stands for the release's control tags

@@ -7,7 +7,7 @@ encoder, residual VQ), fed by its ``DacFeatureExtractor``. A folder in transform
 
 The class defaults of the transformers config (4 downsampling ratios, 5 bandwidths) give 75 frames/s and
 5 quantizers: not the released tokenizer. What the folder's config gives is checked against
-:data:`higgs_ds.audio_spec.HIGGS_V2_TOKENIZER` (24 kHz, hop 960 = 25 frames/s, 8 x 1024 codes).
+:data:`higgs_ds.audio_spec.HIGGS_AUDIO_TOKENIZER` (24 kHz, hop 960 = 25 frames/s, 8 x 1024 codes).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER, AudioSpec
+from higgs_ds.audio_spec import HIGGS_AUDIO_TOKENIZER, AudioSpec
 from higgs_ds.codec.base import AudioCodec, CodecConfig, CodecLoadError, sha256_of_files
 from higgs_ds.device import resolve_device
 
@@ -40,7 +40,7 @@ def weight_files(path: str | Path) -> list[Path]:
 
 def check_released_layout(config, where: str) -> None:
     """The tokenizer must give the codes the Higgs Audio v2 model embeds; name what differs otherwise."""
-    want = HIGGS_V2_TOKENIZER
+    want = HIGGS_AUDIO_TOKENIZER
     hop = config.hop_length
     got = {"sample rate": config.sample_rate, "frames/s": config.sample_rate / hop,
            "quantizers": config.num_quantizers, "codebook size": config.codebook_size}

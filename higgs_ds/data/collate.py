@@ -4,21 +4,22 @@ Batch contract (all LongTensor, right-padded):
 
 ``input_ids`` [B, S]
     Text token ids, already expanded: every delayed audio frame has its own position. Audio-in
-    positions (user/system audio) hold ``<|AUDIO|>``, audio-out positions (assistant audio) hold
-    ``<|AUDIO_OUT|>``, padding holds the pad id ``<|end_of_text|>``.
+    positions (a reference) and audio-out positions (the speech to learn) hold the family's placeholder ids
+    (Higgs Audio v2: ``<|AUDIO|>`` / ``<|AUDIO_OUT|>``), padding holds the renderer's pad id.
 ``attention_mask`` [B, S]
     1 for real positions, 0 for padding.
 ``labels`` [B, S]
-    Text labels aligned with positions, NOT shifted (the loss shifts). -100 on system/user/scene
-    content, headers, every audio position, padding and untrained turns. Trained: assistant text,
-    ``<|audio_out_bos|>``, ``<|audio_eos|>`` and ``<|eot_id|>``/``<|eom_id|>`` of trained turns.
+    Text labels aligned with positions, NOT shifted (the loss shifts). -100 on prompts, every audio
+    position, padding and untrained turns; which text is trained is the family renderer's choice (Higgs
+    Audio v2: assistant text, ``<|audio_out_bos|>``, ``<|audio_eos|>``, end-of-turn tokens).
 ``audio_ids`` [N_audio, K]
     Codes fed at every audio position (in and out), row-major (batch, then position), with the delay
     pattern applied per segment (T+K+1 rows each; stream BOS in the lower triangle, EOS in the upper; the
     ids come from the data's `AudioSpec`, 1024/1025 for 1024-code codebooks).
 ``audio_labels`` [N_out, K]
     For the audio-out positions only, row-major: ``[-100 | codes | EOS]`` delayed, so the first row of
-    every segment is all -100. A segment that is not trained is all -100.
+    every segment is all -100. A segment that is not trained is all -100. (This is the layout of the
+    base `Collator`; a family whose rows differ overrides `segment_rows`.)
 
 A batch without audio still has ``audio_ids`` / ``audio_labels`` of shape [0, K].
 ``S`` is rounded up to ``pad_to_multiple_of`` (upstream trains with 8).
@@ -32,7 +33,7 @@ import torch
 
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.delay_pattern import IGNORE_INDEX, delay_segment_input, delay_segment_labels
-from higgs_ds.data.render import RenderedSample, SpecialTokens
+from higgs_ds.data.render import RenderedSample
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ def padded_length(length: int, multiple: int) -> int:
 
 
 class Collator:
-    def __init__(self, special: SpecialTokens, cfg: CollatorConfig) -> None:
-        self.special = special
+    def __init__(self, pad_id: int, cfg: CollatorConfig) -> None:
+        self.pad_id = pad_id
         self.cfg = cfg
 
     def __call__(self, samples: list[RenderedSample]) -> dict[str, torch.Tensor]:
@@ -70,7 +71,7 @@ class Collator:
             raise ValueError("cannot collate an empty list of samples")
         k = self.cfg.num_codebooks
         seq_len = padded_length(max(len(s) for s in samples), self.cfg.pad_to_multiple_of)
-        input_ids = torch.full((len(samples), seq_len), self.special.pad, dtype=torch.long)
+        input_ids = torch.full((len(samples), seq_len), self.pad_id, dtype=torch.long)
         labels = torch.full((len(samples), seq_len), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(samples), seq_len), dtype=torch.long)
         audio_ids, audio_labels = [torch.empty((0, k), dtype=torch.long)], [torch.empty((0, k), dtype=torch.long)]
@@ -95,8 +96,8 @@ class Collator:
         }
 
     def segment_rows(self, segment) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(input rows [N, K], audio-label rows or None for audio-in) of one segment, in the v2 layout
-        (`[BOS | codes | EOS]` delayed); `higgs_ds.data.render_tts3` overrides it for Higgs TTS 3."""
+        """(input rows [N, K], audio-label rows or None for audio-in) of one segment:
+        `[BOS | codes | EOS]` delayed; a family whose rows differ overrides this."""
         rows = delay_segment_input(segment.codes, self.cfg.stream_bos, self.cfg.stream_eos).T
         if not segment.is_output:
             return rows, None

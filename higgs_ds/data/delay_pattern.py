@@ -67,7 +67,7 @@ def delay_segment_labels(codes: torch.Tensor, eos: int, trained: bool = True) ->
 
 def strip_delayed_segment(delayed: torch.Tensor) -> torch.Tensor:
     """A complete delayed segment [K, T+K+1] -> codec codes [K, T] (delay reverted, BOS and EOS columns
-    dropped). For a generated segment that may be unfinished, see `higgs_ds.inference.delay`."""
+    dropped). For a generated segment that may be unfinished, see `higgs_ds.models.delay_decoding`."""
     return revert_delay_pattern(delayed)[:, 1:-1]
 
 

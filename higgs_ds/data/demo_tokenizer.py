@@ -1,6 +1,6 @@
 """A small byte-level BPE tokenizer for the demo, trained with HF ``tokenizers`` on the demo corpus.
 
-It carries every Higgs/Llama-3 special token the renderer needs, so the whole pipeline runs without
+It carries the special tokens of the default model family (the demo recipe's), so the whole pipeline runs without
 a downloaded checkpoint. Real runs pass their checkpoint's tokenizer instead.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from higgs_ds.data.render import HIGGS_SPECIAL_TOKENS
 from higgs_ds.data.schema import DEFAULT_SYSTEM_PROMPT
+from higgs_ds.models import DEFAULT_FAMILY, get_family
 
 # Prompt-template text, so headers and the system prompt get compact tokens too.
 _TEMPLATE_TEXT = [DEFAULT_SYSTEM_PROMPT, "system", "user", "assistant", "\n\n",
@@ -30,7 +30,7 @@ def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: 
     # Byte-level: any UTF-8 text (Arabic with tashkeel, Latin, digits) encodes without <unk>.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=list(HIGGS_SPECIAL_TOKENS),
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=list(get_family(DEFAULT_FAMILY).special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(texts) + _TEMPLATE_TEXT * 8, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",

@@ -9,13 +9,14 @@ from dataclasses import replace
 import torch
 
 from higgs_ds.data.loader import LoaderConfig
+from higgs_ds.data.renderer import MakeRenderer
 from higgs_ds.data.shards import list_shards, load_spec
 from higgs_ds.data.stream import WorkerStream, bucket_batches
 
 log = logging.getLogger(__name__)
 
 
-def build_eval_batches(cfg: LoaderConfig, tokenizer, rank: int = 0,
+def build_eval_batches(cfg: LoaderConfig, tokenizer, make_renderer: MakeRenderer, rank: int = 0,
                        world_size: int = 1) -> list[dict[str, torch.Tensor]]:
     """A finite, unshuffled pass over a (small) eval split for one rank.
 
@@ -24,8 +25,8 @@ def build_eval_batches(cfg: LoaderConfig, tokenizer, rank: int = 0,
     set to -100, so all ranks run the same number of forwards (ZeRO-3 needs lockstep) while the
     copies add nothing to loss sums or token counts."""
     spec = load_spec(cfg.shards)
-    stream = WorkerStream(replace(cfg.stream, shuffle_buffer=1), spec, list_shards(cfg.shards), tokenizer, rank=0,
-                          world_size=1, worker=0, num_workers=1)
+    stream = WorkerStream(replace(cfg.stream, shuffle_buffer=1), spec, list_shards(cfg.shards), tokenizer,
+                          make_renderer, rank=0, world_size=1, worker=0, num_workers=1)
     samples = list(stream.rendered_samples(epoch=0))
     skipped = {kind: n for kind, n in stream.counters.take().items() if n}
     if skipped:

@@ -1,6 +1,6 @@
 """Streaming, exactly resumable loader of model batches (the training loop's data API).
 
-    loader = build_loader(LoaderConfig(shards="data/demo/train"), tokenizer, rank, world_size)
+    loader = build_loader(LoaderConfig(shards="data/demo/train"), tokenizer, family.make_renderer, rank, world_size)
     loader.load_state_dict(saved)          # optional, before iterating
     for step, batch in zip(range(steps), loader):   # infinite: every rank stops at the same step
         ...
@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from higgs_ds.data.render_tts3 import make_renderer
+from higgs_ds.data.renderer import MakeRenderer
 from higgs_ds.data.shards import INDEX_NAME, index_spec, list_shards, load_index
 from higgs_ds.data.stream import StreamConfig, WorkerStream
 
@@ -88,17 +88,18 @@ class _RankStreams(IterableDataset):
     resumed loader continues the round-robin where the saved one stopped."""
 
     def __init__(self, cfg: LoaderConfig, spec, shards: list[str], expected_samples: dict[str, int], tokenizer,
-                 rank: int, world_size: int, positions: list[_WorkerPosition], first: int) -> None:
+                 make_renderer: MakeRenderer, rank: int, world_size: int, positions: list[_WorkerPosition],
+                 first: int) -> None:
         self.cfg, self.spec, self.shards, self.expected_samples = cfg, spec, shards, expected_samples
-        self.tokenizer = tokenizer
+        self.tokenizer, self.make_renderer = tokenizer, make_renderer
         self.rank, self.world_size, self.positions, self.first = rank, world_size, positions, first
 
     def __iter__(self):
         info = get_worker_info()
         num_streams = len(self.positions)
         worker = ((info.id if info else 0) + self.first) % num_streams
-        stream = WorkerStream(self.cfg.stream, self.spec, self.shards, self.tokenizer, self.rank, self.world_size,
-                              worker, num_streams, self.expected_samples)
+        stream = WorkerStream(self.cfg.stream, self.spec, self.shards, self.tokenizer, self.make_renderer, self.rank,
+                              self.world_size, worker, num_streams, self.expected_samples)
         epoch, skip = self.positions[worker].epoch, self.positions[worker].batches_in_epoch
         while True:
             produced = 0
@@ -121,11 +122,13 @@ class StreamingLoader:
     """Iterable of contract batches (see :mod:`higgs_ds.data.collate`) with ``state_dict`` /
     ``load_state_dict`` and ``metrics``."""
 
-    def __init__(self, cfg: LoaderConfig, tokenizer, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, cfg: LoaderConfig, tokenizer, make_renderer: MakeRenderer, rank: int = 0,
+                 world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
-        make_renderer(tokenizer, 1)  # fail fast on a tokenizer without the Higgs (v2 or TTS 3) tokens
-        self.cfg, self.tokenizer, self.rank, self.world_size = cfg, tokenizer, rank, world_size
+        make_renderer(tokenizer, 1)  # fail fast on a tokenizer without the model family's tokens
+        self.cfg, self.tokenizer, self.make_renderer = cfg, tokenizer, make_renderer
+        self.rank, self.world_size = rank, world_size
         index = load_index(cfg.shards)
         self.spec = index_spec(index, f"{cfg.shards}/{INDEX_NAME}")  # what the codes mean, from the builder
         self.shards = list_shards(cfg.shards, index)
@@ -141,8 +144,8 @@ class StreamingLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         first = self.batches_taken % self.num_streams
-        dataset = _RankStreams(self.cfg, self.spec, self.shards, self.expected_samples, self.tokenizer, self.rank,
-                               self.world_size, [_WorkerPosition(**asdict(p)) for p in self.positions], first)
+        dataset = _RankStreams(self.cfg, self.spec, self.shards, self.expected_samples, self.tokenizer,
+                               self.make_renderer, self.rank, self.world_size, [_WorkerPosition(**asdict(p)) for p in self.positions], first)
         extra = {"prefetch_factor": self.cfg.prefetch_factor} if self.cfg.num_workers > 0 else {}
         # An own generator: DataLoader draws its worker base seed from it, and from the global torch RNG
         # otherwise, which would shift the training RNG (dropout) depending on when the loader starts.
@@ -206,9 +209,10 @@ class StreamingLoader:
                 "epoch": min(p.epoch for p in self.positions), "batches": self.batches_taken}
 
 
-def build_loader(cfg: LoaderConfig, tokenizer, rank: int = 0, world_size: int = 1,
+def build_loader(cfg: LoaderConfig, tokenizer, make_renderer: MakeRenderer, rank: int = 0, world_size: int = 1,
                  state: dict | None = None) -> StreamingLoader:
-    loader = StreamingLoader(cfg, tokenizer, rank, world_size)
+    """`make_renderer`: the model family's (`ModelFamily.make_renderer`), which renders and collates samples."""
+    loader = StreamingLoader(cfg, tokenizer, make_renderer, rank, world_size)
     if state is not None:
         loader.load_state_dict(state)
     return loader

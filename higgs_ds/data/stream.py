@@ -28,7 +28,7 @@ import webdataset as wds
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.collate import CollatorConfig, padded_length
 from higgs_ds.data.render import RenderedSample
-from higgs_ds.data.render_tts3 import make_collator, make_renderer
+from higgs_ds.data.renderer import MakeRenderer
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.data.shards import iter_tar_samples, tar_sample_to_utterance
 
@@ -117,14 +117,15 @@ def bucket_batches(samples: list[RenderedSample], cfg: StreamConfig, rng: random
 
 
 class WorkerStream:
-    def __init__(self, cfg: StreamConfig, spec: AudioSpec, shards: list[str], tokenizer, rank: int, world_size: int,
-                 worker: int, num_workers: int, expected_samples: dict[str, int] | None = None) -> None:
+    def __init__(self, cfg: StreamConfig, spec: AudioSpec, shards: list[str], tokenizer, make_renderer: MakeRenderer,
+                 rank: int, world_size: int, worker: int, num_workers: int,
+                 expected_samples: dict[str, int] | None = None) -> None:
         self.cfg, self.spec, self.shards = cfg, spec, shards
         self.expected_samples = expected_samples or {}  # from shards.json: catches silently truncated tars
         self._shard, self._shard_failed = "", False
         self.rank, self.world_size, self.worker, self.num_workers = rank, world_size, worker, num_workers
-        self.renderer = make_renderer(tokenizer, spec.num_codebooks)  # the tokenizer's layout: v2 or TTS 3
-        self.collate = make_collator(self.renderer, CollatorConfig.from_spec(spec, cfg.pad_to_multiple_of))
+        self.renderer = make_renderer(tokenizer, spec.num_codebooks)  # the model family's prompt layout
+        self.collate = self.renderer.collator(CollatorConfig.from_spec(spec, cfg.pad_to_multiple_of))
         self.counters = StreamCounters()
 
     def _rng(self, epoch: int, purpose: str) -> random.Random:

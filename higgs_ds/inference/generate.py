@@ -1,9 +1,9 @@
 """Autoregressive audio generation with a KV cache, for a batch of prompts.
 
-Each step feeds one `<|AUDIO_OUT|>` position per prompt (the previous column of codes), reads the
-audio head at that position, selects tokens (`sampling.py`) and forces the delay pattern
-(`delay.py`). The prompt's last position already holds the forced all-BOS column, so the first
-forward (the prefill) yields the first sampled column.
+Each step feeds one audio-out position per prompt (the previous row of codes), reads the audio head at
+that position, selects tokens (`sampling.py`) and forces the delay pattern with the family's stopping
+rule (`ModelFamily.decoding_state`). The prompt's last position predicts the first row, so the first
+forward (the prefill) yields the first sampled row.
 
 Distributed (ZeRO-3): every rank must call the model's modules the same number of times. With
 ``sync_ranks=True`` (the default whenever torch.distributed is initialised with more than one rank)
@@ -19,13 +19,12 @@ import torch
 from transformers import DynamicCache
 
 from higgs_ds import comm
-from higgs_ds.data.render import ChatMLRenderer
+from higgs_ds.data.renderer import Renderer
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.inference.config import GenerationConfig
-from higgs_ds.inference.delay import DelayPatternState
 from higgs_ds.inference.prompt import TTSRequest, build_prompt, left_pad
 from higgs_ds.inference.sampling import select_tokens
-from higgs_ds.inference.tts3 import Tts3DelayState
+from higgs_ds.models import family_for_config
 
 
 @dataclass
@@ -58,16 +57,15 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     device = next(model.parameters()).device
     sync = _distributed() if sync_ranks is None else sync_ranks
     if not bool(torch.isin(input_ids[:, -1], torch.tensor(model_cfg.audio_head_token_ids)).all()):
-        raise ValueError("every prompt must end with the position that predicts the first audio column (v2: the "
-                         "all-BOS <|AUDIO_OUT|> column; TTS 3: <|audio|>); build prompts with "
-                         "higgs_ds.inference.build_prompt")
+        raise ValueError("every prompt must end with the position that predicts the first audio row (one of the "
+                         "config's audio_head_token_ids); build prompts with higgs_ds.inference.build_prompt")
     b, k = input_ids.shape[0], model_cfg.audio_num_codebooks
     input_ids, attention_mask, audio_ids = input_ids.to(device), attention_mask.to(device), audio_ids.to(device)
     generator = None
     if cfg.seed is not None:
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    state_cls = Tts3DelayState if model_cfg.arch == "higgs_tts3" else DelayPatternState  # their stopping rules
-    state = state_cls(b, k, model_cfg.audio_stream_bos_id, model_cfg.audio_stream_eos_id, device)
+    state = family_for_config(model_cfg).decoding_state(b, k, model_cfg.audio_stream_bos_id,
+                                                        model_cfg.audio_stream_eos_id, device)
     step_ids = torch.full((b, 1), model_cfg.audio_out_token_idx, dtype=torch.long, device=device)
     ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=device)
 
@@ -92,7 +90,7 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     return GenerationResult([d.cpu() for d in delayed], codes, finished, steps)
 
 
-def generate(model, renderer: ChatMLRenderer, requests: list[TTSRequest], cfg: GenerationConfig | None = None,
+def generate(model, renderer: Renderer, requests: list[TTSRequest], cfg: GenerationConfig | None = None,
              prompt: PromptConfig | None = None, sync_ranks: bool | None = None) -> GenerationResult:
     """Generate codes for a batch of TTS requests (one prompt per request). Defaults: Higgs Audio v2's
     inference settings (`GenerationConfig()`) and the training prompt layout (`PromptConfig()`)."""
@@ -102,5 +100,5 @@ def generate(model, renderer: ChatMLRenderer, requests: list[TTSRequest], cfg: G
     model_cfg = model.config
     prompts = [build_prompt(renderer, r, model_cfg.audio_stream_bos_id, model_cfg.audio_stream_eos_id, prompt)
                for r in requests]
-    batch = left_pad(prompts, renderer.special.pad)
+    batch = left_pad(prompts, renderer.pad_id)
     return generate_from_ids(model, batch["input_ids"], batch["attention_mask"], batch["audio_ids"], cfg, sync_ranks)

@@ -1,10 +1,10 @@
 """Load a model, with its audio spec, prompt layout and tokenizer, from any checkpoint the project reads.
 
 Accepted paths:
-- an exported or released checkpoint directory (Boson or transformers layout: config.json +
-  safetensors), loaded with `higgs_ds.model.checkpoint.from_pretrained`; its ``audio_spec.json`` and
-  ``prompt_config.json`` when higgs-ds exported it (a released Higgs Audio v2 checkpoint has neither: its
-  codes are the Higgs Audio v2 tokenizer's and its prompt the default layout);
+- an exported or released checkpoint directory of any family and layout (config.json + safetensors),
+  loaded with `higgs_ds.models.pretrained.from_pretrained`; its ``audio_spec.json`` and
+  ``prompt_config.json`` when higgs-ds exported it (a release has neither: its family says what its codes
+  are, and its prompt is the default layout);
 - a training run directory (``runs/demo``), its ``checkpoints/`` directory, or one tag directory
   (``runs/demo/checkpoints/step000300``): the ZeRO shards are consolidated in memory and the model config,
   audio spec and prompt come from the tag's ``config.json``.
@@ -16,22 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.schema import PromptConfig
-from higgs_ds.model.checkpoint import checkpoint_audio_spec, from_pretrained
-from higgs_ds.model.modeling import HiggsAudioModel
-from higgs_ds.model.tts3 import model_for
+from higgs_ds.models import ModelFamily, family_for_config
+from higgs_ds.models.checkpoint_files import has_tokenizer
+from higgs_ds.models.pretrained import checkpoint_audio_spec, from_pretrained
 from higgs_ds.run_dir import find_run_checkpoint, read_prompt
 
 
 @dataclass
 class LoadedModel:
-    model: HiggsAudioModel
+    model: nn.Module  # of its family's model class, in eval mode
     tokenizer_dir: Path | None  # where the tokenizer the model was trained with lives, when known
     audio_spec: AudioSpec | None  # what the model's audio codes mean (None: a plain Llama, no audio yet)
     prompt: PromptConfig  # the prompt layout the model was trained with
     source: str  # what was loaded, for logs
+
+    @property
+    def family(self) -> ModelFamily:
+        return family_for_config(self.model.config)
 
 
 def load_model(path: str | Path, tag: str | None = None, device: str | torch.device = "cpu",
@@ -42,14 +47,13 @@ def load_model(path: str | Path, tag: str | None = None, device: str | torch.dev
     run = find_run_checkpoint(path, tag)
     if run is None:
         model = from_pretrained(path, dtype=dtype)
-        has_tokenizer = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
-        return LoadedModel(model.to(device).eval(), path if has_tokenizer else None, checkpoint_audio_spec(path),
+        return LoadedModel(model.to(device).eval(), path if has_tokenizer(path) else None, checkpoint_audio_spec(path),
                            read_prompt(path), str(path))
     if run.uses_lora:
         raise ValueError(f"{run.path} is a LoRA run: its weights are the base plus adapters. Export it first "
                          f"(python launch/export.py {run.ckpt_dir} --out DIR merges the adapters), then generate "
                          f"from DIR")
-    model = model_for(run.model_config)
+    model = run.family.build_model(run.model_config)
     missing, unexpected = model.load_state_dict(run.state_dict(), strict=False)
     if missing or unexpected:
         raise KeyError(f"{run.path}: state dict does not match the model: missing {missing[:8]}, "

@@ -1,11 +1,8 @@
 """TTS prompts, rendered exactly as in training, then opened for generation.
 
-A request becomes the same ChatML conversation the training data uses (`utterance_to_chatml`: system
-prompt with the optional scene block, optional voice-cloning reference turn, user text, assistant
-audio). It is rendered by the training renderer with an empty target audio and cut right after the
-target's ``<|audio_out_bos|>``; one ``<|AUDIO_OUT|>`` position holding the all-BOS column is
-appended, since that column is forced anyway. The prompt is therefore token-for-token the prefix the
-model saw in training.
+A request becomes an `Utterance` with empty target audio; the model family's renderer turns it into the
+prefix the model saw in training, up to the position that predicts the first audio row
+(`Renderer.generation_prompt`). Batches of prompts are left-padded.
 """
 
 from __future__ import annotations
@@ -15,10 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from higgs_ds.data.delay_pattern import delay_segment_input
-from higgs_ds.data.render import ChatMLRenderer
-from higgs_ds.data.render_tts3 import Tts3Renderer
-from higgs_ds.data.schema import PromptConfig, Utterance, utterance_to_chatml
+from higgs_ds.data.renderer import Renderer
+from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.data.text import normalize_arabic
 from higgs_ds.errors import ConfigError
 
@@ -47,31 +42,18 @@ class TTSRequest:
 
 @dataclass
 class PromptIds:
-    input_ids: list[int]  # expanded ids, ending with <|audio_out_bos|><|AUDIO_OUT|>
-    audio_ids: torch.Tensor  # [N_audio, K]: prompt audio (delayed) + the all-BOS column
+    input_ids: list[int]  # expanded ids, ending with the position that predicts the first audio row
+    audio_ids: torch.Tensor  # [N_audio, K]: the delayed rows of the prompt's audio positions
 
 
-def build_prompt(renderer: ChatMLRenderer, request: TTSRequest, stream_bos: int, stream_eos: int,
+def build_prompt(renderer: Renderer, request: TTSRequest, stream_bos: int, stream_eos: int,
                  prompt: PromptConfig | None = None) -> PromptIds:
     """`prompt` must be the PromptConfig the model was trained with (default: `PromptConfig()`); the stream
     ids are the model's (``audio_stream_bos_id`` / ``audio_stream_eos_id``)."""
-    prompt = prompt or PromptConfig()
-    if isinstance(renderer, Tts3Renderer):  # Higgs TTS 3: ends with <|audio|>, no all-BOS column
-        from higgs_ds.inference.tts3 import tts3_prompt
-
-        return PromptIds(*tts3_prompt(renderer, request.text, request.ref_text, request.ref_codes, stream_bos,
-                                      stream_eos, prompt))
-    k = renderer.num_codebooks
-    empty = np.zeros((k, 0), dtype=np.int64)
-    utt = Utterance(id=request.id, text=request.text, codes=empty, scene=request.scene,
-                    ref_text=request.ref_text, ref_codes=request.ref_codes)
-    rendered = renderer(utterance_to_chatml(utt, prompt))
-    audio_out_bos = renderer.special.audio_out_bos
-    cut = len(rendered.input_ids) - 1 - rendered.input_ids[::-1].index(audio_out_bos)
-    # the target is the last segment; its first column (all BOS) is forced, so the prompt ends with it
-    audio = [delay_segment_input(s.codes, stream_bos, stream_eos).T for s in rendered.segments[:-1]]
-    audio.append(torch.full((1, k), stream_bos, dtype=torch.long))
-    return PromptIds(rendered.input_ids[: cut + 1] + [renderer.special.audio_out], torch.cat(audio))
+    empty = np.zeros((renderer.num_codebooks, 0), dtype=np.int64)
+    utt = Utterance(id=request.id, text=request.text, codes=empty, scene=request.scene, ref_text=request.ref_text,
+                    ref_codes=request.ref_codes)
+    return PromptIds(*renderer.generation_prompt(utt, stream_bos, stream_eos, prompt or PromptConfig()))
 
 
 def left_pad(prompts: list[PromptIds], pad_id: int) -> dict[str, torch.Tensor]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from higgs_ds.inference.metrics.models import WhisperTranscriber
-
-RATE = 16_000  # Whisper's input rate
+from higgs_ds.quality.models import MODEL_RATE, WhisperTranscriber
 
 
 class BatchedWhisper(WhisperTranscriber):
@@ -25,11 +23,11 @@ class BatchedWhisper(WhisperTranscriber):
 
     @torch.no_grad()
     def transcribe(self, clips: list[np.ndarray]) -> list[tuple[str, float]]:
-        """`clips`: mono float waveforms at 16 kHz, each at most 30 s."""
+        """`clips`: mono float waveforms at `MODEL_RATE`, each at most 30 s."""
         results: list[tuple[str, float]] = []
         for first in range(0, len(clips), self.batch_size):
             batch = clips[first:first + self.batch_size]
-            features = self.processor(batch, sampling_rate=RATE, return_tensors="pt").input_features
+            features = self.processor(batch, sampling_rate=MODEL_RATE, return_tensors="pt").input_features
             out = self.model.generate(features.to(self.device), language=self.language, task="transcribe",
                                       max_new_tokens=self.max_new_tokens, return_dict_in_generate=True,
                                       output_scores=True)

@@ -28,11 +28,10 @@ import soundfile
 from higgs_ds.data.manifest import ManifestEntry, read_manifest
 from higgs_ds.data.text import normalize_for_eval
 from higgs_ds.errors import ConfigError, DataError
-from higgs_ds.inference.metrics.signal import resample
-from higgs_ds.inference.scoring import error_counts
 from higgs_ds.prep.filter_report import write_report
-
-ASR_RATE = 16_000  # Whisper's input rate
+from higgs_ds.quality.models import MODEL_RATE
+from higgs_ds.quality.scorer import error_counts
+from higgs_ds.quality.signal import resample
 
 log = logging.getLogger(__name__)
 _FULL_SCALE = 0.999
@@ -122,7 +121,7 @@ def _read_mono(path: str) -> tuple[np.ndarray, int]:
 def measure(entries: list[ManifestEntry], cfg: FilterConfig, chunk: int = 16) -> list[dict]:
     dnsmos = asr = None
     if cfg.dnsmos:
-        from higgs_ds.inference.metrics.models import DnsMos
+        from higgs_ds.quality.models import DnsMos
 
         dnsmos = DnsMos()
     if cfg.asr:
@@ -143,7 +142,7 @@ def measure(entries: list[ManifestEntry], cfg: FilterConfig, chunk: int = 16) ->
                 row["dnsmos"] = dnsmos(wav, rate)["dnsmos_ovrl"]
             rows.append(row)
         if asr:
-            transcripts = asr.transcribe([resample(wav, rate, ASR_RATE) for wav, rate in clips])
+            transcripts = asr.transcribe([resample(wav, rate, MODEL_RATE) for wav, rate in clips])
             for row, entry, (transcript, _) in zip(rows[first:], batch, transcripts, strict=True):
                 counts = error_counts(entry.text, transcript)
                 row["cer"], row["transcript"] = counts["char_errors"] / max(counts["chars"], 1), transcript

@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-import torchaudio
 
 from higgs_ds.errors import ConfigError, DataError
+from higgs_ds.quality.models import MODEL_RATE
+from higgs_ds.quality.signal import resample
 
 log = logging.getLogger(__name__)
 
-VAD_RATE = 16_000
+VAD_RATE = 16_000  # silero-vad's input rate
 _VAD_WINDOW = 512  # samples per silero-vad probability at 16 kHz
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode")
@@ -132,9 +133,7 @@ def read_for_vad(path: Path, block_seconds: float = 60.0) -> tuple[torch.Tensor,
     pieces = []
     for block in soundfile.blocks(str(path), blocksize=int(block_seconds * info.samplerate), always_2d=True,
                                   dtype="float32"):
-        mono = torch.from_numpy(block.mean(axis=1))
-        pieces.append(torchaudio.functional.resample(mono, info.samplerate, VAD_RATE)
-                      if info.samplerate != VAD_RATE else mono)
+        pieces.append(torch.from_numpy(resample(block.mean(axis=1), info.samplerate, VAD_RATE)))
     return (torch.cat(pieces) if pieces else torch.zeros(0)), info.samplerate, info.frames
 
 
@@ -226,7 +225,7 @@ class Segmenter:
         todo = [s for s in segments if s.reason is None]
         if not self.asr or not todo:
             return
-        clips = [read_clip(s, VAD_RATE) for s in todo]
+        clips = [read_clip(s, MODEL_RATE) for s in todo]  # Whisper's rate
         for seg, (text, confidence) in zip(todo, self.asr.transcribe(clips), strict=True):
             seg.text, seg.asr_confidence = text, confidence
             if not text or confidence < self.cfg.min_asr_confidence:
@@ -235,10 +234,7 @@ class Segmenter:
 
 def read_clip(seg: Segment, rate: int | None = None) -> np.ndarray:
     clip, _ = soundfile.read(seg.source, start=seg.start, stop=seg.end, always_2d=True, dtype="float32")
-    mono = clip.mean(axis=1)
-    if rate and rate != seg.sample_rate:
-        mono = torchaudio.functional.resample(torch.from_numpy(mono), seg.sample_rate, rate).numpy()
-    return mono
+    return resample(clip.mean(axis=1), seg.sample_rate, rate or seg.sample_rate)
 
 
 def segment_recordings(cfg: SegmentConfig) -> dict:
@@ -265,7 +261,7 @@ def segment_recordings(cfg: SegmentConfig) -> dict:
                     manifest_lines.append({"id": f"{source.stem}_{index:04d}", "audio": str(wav), "text": seg.text,
                                            "speaker": speaker})
             if account.kept + sum(account.dropped.values()) != account.samples:  # a bug, never bad input
-                raise RuntimeError(f"{source}: seconds do not add up: {account}")
+                raise AssertionError(f"{source}: seconds do not add up: {account}")
             accounts.append(account)
     if segmenter.asr:
         with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:

@@ -33,12 +33,10 @@ from higgs_ds import comm
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.codec import AudioCodec, load_codec_for_spec
 from higgs_ds.data.collate import CollatorConfig
-from higgs_ds.data.render_tts3 import make_collator, make_renderer
 from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.data.shards import iter_tar_samples, list_shards, tar_sample_to_utterance
 from higgs_ds.inference import (
     GenerationConfig,
-    SpeechScorer,
     TTSRequest,
     decode_codes,
     generate,
@@ -46,7 +44,8 @@ from higgs_ds.inference import (
     write_spectrogram,
     write_wav,
 )
-from higgs_ds.inference.scoring import ScorerConfig, build_scorer
+from higgs_ds.models import family_for_config
+from higgs_ds.quality.scorer import ScorerConfig, SpeechScorer, build_scorer
 from higgs_ds.report import LISTENING_ROWS
 
 log = logging.getLogger(__name__)
@@ -113,8 +112,8 @@ class AudioEvaluator:
         prefixes the metric keys and names the output folder; "" is the held-out evaluation."""
         self.name = name
         self.model = model
-        self.renderer = make_renderer(tokenizer, model.config.audio_num_codebooks)  # v2 ChatML or TTS 3
-        self.collate = make_collator(self.renderer, CollatorConfig.from_model_config(model.config))
+        self.renderer = family_for_config(model.config).make_renderer(tokenizer, model.config.audio_num_codebooks)
+        self.collate = self.renderer.collator(CollatorConfig.from_model_config(model.config))
         self.codec = codec
         self.utterances = utterances
         self.generation = generation

@@ -10,13 +10,11 @@ import torch
 from transformers import AutoTokenizer
 
 from higgs_ds.audio_spec import AudioSpec, AudioSpecMismatchError, model_differences
-from higgs_ds.data.render_tts3 import is_tts3_tokenizer
 from higgs_ds.data.shards import load_spec
 from higgs_ds.errors import ConfigError
-from higgs_ds.model.checkpoint import checkpoint_audio_spec, config_from_checkpoint
-from higgs_ds.model.config import HiggsAudioConfig, tiny_config, token_ids_from_tokenizer
-from higgs_ds.model.modeling import HiggsAudioModel
-from higgs_ds.model.tts3_config import HiggsTTS3Config, tiny_tts3_config, tts3_token_ids
+from higgs_ds.models import FAMILY_KEY, FreshModelShape, ModelFamily, family_of_config_dict
+from higgs_ds.models.checkpoint_files import read_config
+from higgs_ds.models.pretrained import checkpoint_audio_spec, config_from_checkpoint
 from higgs_ds.train.config import TrainConfig
 from higgs_ds.train.lora import apply_lora
 from higgs_ds.train.parallelize import build_model_sharded
@@ -24,13 +22,15 @@ from higgs_ds.train.parallelize import build_model_sharded
 log = logging.getLogger(__name__)
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, family: ModelFamily):
+    """The run's tokenizer, validated by the family (never used to choose one)."""
     tok = AutoTokenizer.from_pretrained(path)
     try:
-        tts3_token_ids(tok) if is_tts3_tokenizer(tok) else token_ids_from_tokenizer(tok)  # names missing tokens
+        family.token_ids(tok)  # names the special tokens it lacks
     except ValueError as exc:  # every rank meets it alike: one line from rank 0
         raise ConfigError(str(exc), where=f"data.tokenizer={path}",
-                          fix="use the tokenizer the data was prepared for (it adds the Higgs Audio tokens)") from None
+                          fix=f"use a tokenizer of the model family model.arch={family.name} (the checkpoint's own, "
+                              f"or one the data was prepared with)") from None
     return tok
 
 
@@ -46,55 +46,40 @@ def data_audio_spec(cfg: TrainConfig) -> AudioSpec:
     return spec
 
 
-def model_config(cfg: TrainConfig, tokenizer, spec: AudioSpec) -> HiggsAudioConfig:
+def check_checkpoint_family(cfg: TrainConfig, family: ModelFamily) -> None:
+    """`model.init` must be a checkpoint of the family `model.arch` names."""
+    init = cfg.model.init
+    config = read_config(init)
+    ours = config[FAMILY_KEY] == family.name if FAMILY_KEY in config else family.reads_checkpoint(config)
+    if ours:
+        return
+    try:
+        other = f"a {family_of_config_dict(config, init).name} checkpoint"
+    except ConfigError:
+        other = f"no checkpoint of a known family (model_type={config.get('model_type')!r})"
+    raise ConfigError(f"model.init={init} is {other}, but model.arch={family.name}", where="model.arch",
+                      fix="set model.arch to the checkpoint's family, or start from a checkpoint of this one")
+
+
+def model_config(cfg: TrainConfig, family: ModelFamily, tokenizer, spec: AudioSpec):
     """A fresh model shaped by the codes' spec, or the checkpoint's config checked against the tokenizer."""
     wanted = cfg.model
-    if wanted.arch == "higgs_tts3" or is_tts3_tokenizer(tokenizer):
-        return tts3_model_config(cfg, tokenizer, spec)
-    ids = token_ids_from_tokenizer(tokenizer)
     if wanted.init is None:
-        return tiny_config(vocab_size=len(tokenizer), hidden_size=wanted.hidden_size,
-                           intermediate_size=wanted.intermediate_size, num_hidden_layers=wanted.num_hidden_layers,
-                           num_attention_heads=wanted.num_attention_heads,
-                           num_key_value_heads=wanted.num_key_value_heads,
-                           head_dim=wanted.hidden_size // wanted.num_attention_heads,
-                           audio_num_codebooks=spec.num_codebooks,
-                           audio_codebook_size=spec.codebook_size, audio_stream_bos_id=spec.stream_bos,
-                           audio_stream_eos_id=spec.stream_eos, use_delay_pattern=spec.delay_pattern, **ids)
-    model_cfg = config_from_checkpoint(wanted.init, ids)  # ids fill what plain Llama / transformers-port configs lack
-    return checked_against_tokenizer(cfg, model_cfg, ids)
-
-
-def checked_against_tokenizer(cfg: TrainConfig, model_cfg, ids: dict[str, int]):
-    if model_cfg.arch != cfg.model.arch:
-        raise ValueError(f"model.arch={cfg.model.arch} but {cfg.model.init} is a {model_cfg.arch} checkpoint")
+        shape = FreshModelShape(wanted.hidden_size, wanted.intermediate_size, wanted.num_hidden_layers,
+                                wanted.num_attention_heads, wanted.num_key_value_heads)
+        return family.fresh_config(shape, tokenizer, spec)
+    check_checkpoint_family(cfg, family)
+    ids = family.token_ids(tokenizer)
+    model_cfg = config_from_checkpoint(wanted.init, ids, family)  # ids fill what some config.json layouts lack
     wrong = {f: (getattr(model_cfg, f), v) for f, v in ids.items() if getattr(model_cfg, f) != v}
     if wrong:
-        raise ValueError(f"{cfg.model.init} and tokenizer {cfg.data.tokenizer} disagree on special-token ids "
-                         f"(checkpoint, tokenizer): {wrong}")
+        raise ConfigError(f"{wanted.init} and tokenizer {cfg.data.tokenizer} disagree on special-token ids "
+                          f"(checkpoint, tokenizer): {wrong}", where="data.tokenizer",
+                          fix="use the checkpoint's own tokenizer")
     return model_cfg
 
 
-def tts3_model_config(cfg: TrainConfig, tokenizer, spec: AudioSpec) -> HiggsTTS3Config:
-    """Higgs TTS 3: a fresh tiny stand-in or the checkpoint's config, its ids checked against the tokenizer."""
-    wanted = cfg.model
-    if wanted.arch != "higgs_tts3" or not is_tts3_tokenizer(tokenizer):
-        raise ValueError(f"model.arch={wanted.arch} and tokenizer {cfg.data.tokenizer} (prompt layout "
-                         f"{'TTS 3' if is_tts3_tokenizer(tokenizer) else 'v2 ChatML'}) do not match: Higgs TTS 3 "
-                         f"needs model.arch=higgs_tts3 and the checkpoint's own tokenizer")
-    ids = tts3_token_ids(tokenizer)
-    if wanted.init is None:
-        return tiny_tts3_config(vocab_size=len(tokenizer) + 2, hidden_size=wanted.hidden_size,
-                                intermediate_size=wanted.intermediate_size, num_hidden_layers=wanted.num_hidden_layers,
-                                num_attention_heads=wanted.num_attention_heads,
-                                num_key_value_heads=wanted.num_key_value_heads,
-                                head_dim=wanted.hidden_size // wanted.num_attention_heads,
-                                audio_num_codebooks=spec.num_codebooks, audio_codebook_size=spec.codebook_size,
-                                audio_stream_bos_id=spec.stream_bos, audio_stream_eos_id=spec.stream_eos, **ids)
-    return checked_against_tokenizer(cfg, config_from_checkpoint(wanted.init, ids), ids)
-
-
-def check_data_matches_model(cfg: TrainConfig, model_cfg: HiggsAudioConfig, spec: AudioSpec) -> None:
+def check_data_matches_model(cfg: TrainConfig, model_cfg, spec: AudioSpec) -> None:
     """The shards' codes must be what the model embeds (codebooks, stream ids, delay pattern) and, when
     starting from a checkpoint, come from the codec its audio side was trained on."""
     shards = f"train shards {cfg.data.shards}"
@@ -116,27 +101,25 @@ def check_data_matches_model(cfg: TrainConfig, model_cfg: HiggsAudioConfig, spec
         "model.allow_audio_spec_change=true to re-learn the audio side on purpose."))
 
 
-def build_model(cfg: TrainConfig, tokenizer, ds_config: dict, spec: AudioSpec) -> HiggsAudioModel:
-    model_cfg = model_config(cfg, tokenizer, spec)
+def build_model(cfg: TrainConfig, family: ModelFamily, tokenizer, ds_config: dict, spec: AudioSpec):
+    model_cfg = model_config(cfg, family, tokenizer, spec)
     check_data_matches_model(cfg, model_cfg, spec)
-    model = build_model_sharded(model_cfg, ds_config, cfg.model.init)
-    apply_freeze(model, cfg.freeze)
+    model = build_model_sharded(family, model_cfg, ds_config, cfg.model.init)
+    apply_freeze(model, cfg.freeze, family)
     if cfg.lora.enabled:  # after the weights are loaded: adapters wrap the loaded linears
-        apply_lora(model, cfg.lora)
+        apply_lora(model, cfg.lora, family)
     return model
 
 
-def apply_freeze(model: HiggsAudioModel, mode: str) -> None:
-    """"audio_only": train the audio MLPs and norms, codebook embeddings and audio head only."""
+def apply_freeze(model, mode: str, family: ModelFamily) -> None:
+    """"audio_only": train only the family's audio parameters (audio MLPs, embeddings, head, ...)."""
     if mode == "none":
         return
-    audio = ("audio_mlp.", "audio_input_layernorm.", "audio_post_attention_layernorm.",
-             "audio_codebook_embeddings.", "audio_decoder_proj.audio_lm_head.", "audio_table.")
     for name, p in model.named_parameters():
-        p.requires_grad_(any(a in name for a in audio))
+        p.requires_grad_(any(a in name for a in family.audio_parameters))
 
 
-def build_optimizer(model: HiggsAudioModel, cfg: TrainConfig):
+def build_optimizer(model, cfg: TrainConfig):
     """AdamW (no decay on norms and embeddings) and linear warmup + cosine decay to min_lr_ratio."""
     optim = cfg.optim
     decay, no_decay = [], []

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from higgs_ds.data.loader import LoaderConfig
-from higgs_ds.model.config import ModelArch
+from higgs_ds.models import DEFAULT_FAMILY, get_family
 from higgs_ds.ops import OpsBackend
 from higgs_ds.train.audio_eval import AudioEvalConfig
 from higgs_ds.train.lora import LoraConfig
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelConfig:
-    init: str | None = None  # local Higgs Audio v2 (Boson or transformers layout), Higgs TTS 3 or Llama dir
-    # The model generation; `init` and the tokenizer's prompt layout must match it (checked at start-up).
-    arch: ModelArch = "higgs_v2_dualffn"
+    init: str | None = None  # a local checkpoint folder of the family below (any layout it reads)
+    # The model family: a registered name (`registered_families()`) or `package.module:FAMILY` for one of your
+    # own. `init` and the tokenizer must be of this family (checked before the run starts).
+    arch: str = DEFAULT_FAMILY
     # a fresh model when init is None: sizes of the tiny demo model
     hidden_size: int = 128
     intermediate_size: int = 256
@@ -45,6 +46,7 @@ class ModelConfig:
     def __post_init__(self):
         if self.init is not None and not Path(self.init).is_dir():
             raise ValueError(f"model.init={self.init!r} is not a local checkpoint directory")
+        get_family(self.arch)  # unknown name or unimportable path: a ConfigError naming the choices
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class TrainConfig:
         if self.lora.enabled and self.freeze != "none":
             raise ValueError(f"lora.enabled with freeze={self.freeze!r}: LoRA chooses what trains (lora.targets, "
                              f"lora.train_audio_*); set freeze=none")
+        if self.lora.targets is not None:
+            self.lora.groups(get_family(self.model.arch))  # a group the family lacks is named here
         positive = {"keep_last": self.keep_last, "log_every": self.log_every, "save_every": self.save_every,
                     "max_nonfinite": self.max_nonfinite, "dist_timeout_s": self.dist_timeout_s}
         non_negative = {"predict_every": self.predict_every, "eval_every": self.eval_every}

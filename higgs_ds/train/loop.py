@@ -30,7 +30,8 @@ from higgs_ds import comm, ops
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.eval_batches import build_eval_batches
 from higgs_ds.data.loader import StreamingLoader, build_loader
-from higgs_ds.model.loss import LossWeights, combine, target_counts
+from higgs_ds.models import ModelFamily, get_family
+from higgs_ds.models.loss import LossWeights, combine, target_counts
 from higgs_ds.report import write_report
 from higgs_ds.train import checkpointing
 from higgs_ds.train.audio_eval import AudioEvaluator, listening_summary
@@ -70,6 +71,7 @@ class Trainer:
     world: int
     engine: deepspeed.DeepSpeedEngine
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    family: ModelFamily
     tokenizer: object
     spec: AudioSpec
     loader: StreamingLoader
@@ -143,10 +145,11 @@ def setup(cfg: TrainConfig, ds_config_path: str) -> Trainer:
     torch.manual_seed(cfg.seed)  # same on every rank: the model initialises identically
     ops.set_backend(cfg.ops_backend)
 
-    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    family = get_family(cfg.model.arch)
+    tokenizer = load_tokenizer(cfg.data.tokenizer, family)
     ds_config = build_ds_config(ds_config_path, cfg, world)
     spec = data_audio_spec(cfg)  # what the codes mean: from shards.json, into every checkpoint
-    model = build_model(cfg, tokenizer, ds_config, spec)
+    model = build_model(cfg, family, tokenizer, ds_config, spec)
     model.gradient_checkpointing = cfg.activation_checkpointing
     optimizer, scheduler = build_optimizer(model, cfg)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
@@ -155,14 +158,14 @@ def setup(cfg: TrainConfig, ds_config_path: str) -> Trainer:
              model.config.text_config.num_hidden_layers, world, ds_config["zero_optimization"]["stage"],
              zeropp_summary(ds_config), "bf16" if ds_config["bf16"]["enabled"] else "fp32")
 
-    loader = build_loader(cfg.data, tokenizer, rank=rank, world_size=world)
+    loader = build_loader(cfg.data, tokenizer, family.make_renderer, rank=rank, world_size=world)
     eval_batches = None
     if cfg.data.eval_shards and cfg.eval_every:
         eval_cfg = dataclasses.replace(cfg.data, shards=cfg.data.eval_shards)
-        eval_batches = build_eval_batches(eval_cfg, tokenizer, rank=rank, world_size=world)
+        eval_batches = build_eval_batches(eval_cfg, tokenizer, family.make_renderer, rank=rank, world_size=world)
     weights = LossWeights(cfg.loss.text_weight, cfg.loss.audio_weight, cfg.loss.codebook_weights)
-    return Trainer(cfg, rank, world, engine, scheduler, tokenizer, spec, loader, eval_batches, stop_signal, weights,
-                   active_params_per_token(model))
+    return Trainer(cfg, rank, world, engine, scheduler, family, tokenizer, spec, loader, eval_batches, stop_signal,
+                   weights, active_params_per_token(model))
 
 
 def resume(trainer: Trainer) -> int:
@@ -304,8 +307,8 @@ def stop_requested(trainer: Trainer) -> bool:
 def maybe_save(trainer: Trainer, done: int, end: int, stopping: bool) -> str | None:
     if not (_due(trainer.cfg.save_every, done, end) or stopping):
         return None
-    meta = {"train": trainer.cfg.to_dict(), "model": trainer.model_cfg.to_boson_dict(),
-            "audio_spec": trainer.spec.to_dict()}
+    meta = {"train": trainer.cfg.to_dict(), "family": trainer.family.name,
+            "model": trainer.family.config_to_dict(trainer.model_cfg), "audio_spec": trainer.spec.to_dict()}
     tag = checkpointing.save(trainer.engine, trainer.ckpt_dir, done, {"loader": trainer.loader.state_dict()}, meta,
                              trainer.cfg.keep_last)
     log.info("saved checkpoint %s", trainer.ckpt_dir / tag)

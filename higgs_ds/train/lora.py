@@ -1,4 +1,5 @@
-"""LoRA fine-tuning through `peft`: low-rank adapters on chosen linear groups of the DualFFN model.
+"""LoRA fine-tuning through `peft`: low-rank adapters on linear groups the model's family names
+(`ModelFamily.lora_groups`: attention, MLPs, ...), and the audio embedding / head trained in full on request.
 
 The model knows nothing of peft. Training calls `apply_lora` once the model is built (and loaded):
 peft wraps the targeted linears in place (`q_proj` -> `q_proj.base_layer` + `q_proj.lora_{A,B}.default`)
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import peft
@@ -22,25 +23,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from higgs_ds.model.config import HiggsAudioConfig
-from higgs_ds.model.modeling import HiggsAudioModel
-from higgs_ds.model.tts3 import model_for
+from higgs_ds.errors import ConfigError
+from higgs_ds.models import ModelFamily, family_for_config
 
 log = logging.getLogger(__name__)
 
 ADAPTER = "default"  # peft's adapter name; it is part of the parameter names during training
-# group name -> the linears it adapts (module names relative to `layers.N.`)
-TARGET_GROUPS = {
-    "attention": r"self_attn\.(q|k|v|o)_proj",
-    "text_mlp": r"mlp\.(gate|up|down)_proj",
-    "audio_mlp": r"audio_mlp\.(gate|up|down)_proj",
-}
-# LoraConfig flag -> the module it trains in full (not adapted)
-FULLY_TRAINED = {
-    "train_audio_embeddings": "audio_codebook_embeddings",
-    "train_audio_head": "audio_decoder_proj.audio_lm_head",
-}
-TIED_AUDIO_TABLE = "audio_table"  # Higgs TTS 3: embedding and head are one table, trained in full by either flag
 ADAPTER_CONFIG_NAME = "higgs_lora.json"  # our LoraConfig next to peft's adapter_config.json
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."  # what peft's PeftModel puts before module names in adapter files
@@ -52,17 +40,20 @@ class LoraConfig:
     rank: int = 16
     alpha: float = 32.0  # adapter output is scaled by alpha / rank
     dropout: float = 0.0  # on the adapter's input
-    targets: list[str] = field(default_factory=lambda: ["attention", "text_mlp", "audio_mlp"])
-    train_audio_embeddings: bool = False  # train audio_codebook_embeddings in full
-    train_audio_head: bool = False  # train audio_decoder_proj.audio_lm_head in full
+    # groups of linears to adapt (the family's `lora_groups`, e.g. attention, text_mlp, audio_mlp); None: all
+    targets: list[str] | None = None
+    train_audio_embeddings: bool = False  # train the audio embedding in full
+    train_audio_head: bool = False  # train the audio head in full
 
     def __post_init__(self):
+        if self.targets is None:
+            return self._check_sizes()
         self.targets = list(self.targets)
-        unknown = [t for t in self.targets if t not in TARGET_GROUPS]
-        if unknown:
-            raise ValueError(f"lora.targets: unknown group(s) {unknown}; choose from {list(TARGET_GROUPS)}")
         if not self.targets or len(set(self.targets)) != len(self.targets):
             raise ValueError(f"lora.targets={self.targets}: name one or more groups, each once")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
         if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
             raise ValueError(f"lora: rank must be >= 1, alpha > 0 and dropout in [0, 1) (got rank={self.rank}, "
                              f"alpha={self.alpha}, dropout={self.dropout})")
@@ -73,36 +64,48 @@ class LoraConfig:
         d = train.get("lora") or {}
         return cls(**d) if d.get("enabled") else None
 
-    def fully_trained_modules(self, tied_audio_table: bool = False) -> list[str]:
-        if tied_audio_table:
-            return [TIED_AUDIO_TABLE] if self.train_audio_embeddings or self.train_audio_head else []
-        return [module for flag, module in FULLY_TRAINED.items() if getattr(self, flag)]
+    def groups(self, family: ModelFamily, strict: bool = True) -> list[str]:
+        """The target groups on `family`. strict: a group the family lacks is a ConfigError; otherwise (a run's
+        recorded settings, whose regex matched nothing there) it is left out."""
+        wanted = list(family.lora_groups) if self.targets is None else self.targets
+        unknown = [t for t in wanted if t not in family.lora_groups]
+        if unknown and strict:
+            raise ConfigError(f"lora.targets: {unknown} is no LoRA group of model family {family.name}",
+                              where="lora.targets", fix=f"choose from {list(family.lora_groups)} (or leave it unset "
+                                                        f"for all of them)")
+        return [t for t in wanted if t in family.lora_groups]
 
-    def peft_config(self, with_fully_trained: bool = False, tied_audio_table: bool = False) -> peft.LoraConfig:
+    def fully_trained_modules(self, family: ModelFamily) -> list[str]:
+        """The modules trained in full (not adapted), from the two flags and the family's names for them."""
+        flags = [flag for flag in ("train_audio_embeddings", "train_audio_head") if getattr(self, flag)]
+        return sorted({m for flag in flags for m in family.lora_fully_trained.get(flag, ())})
+
+    def peft_config(self, family: ModelFamily, with_fully_trained: bool = False,
+                    strict: bool = True) -> peft.LoraConfig:
         """peft's config. Training leaves the fully trained modules out (they train in place, without
         peft's copy); the exported adapter lists them as `modules_to_save`, which is how peft stores them."""
-        groups = "|".join(TARGET_GROUPS[t] for t in self.targets)
+        groups = "|".join(family.lora_groups[t] for t in self.groups(family, strict))
         return peft.LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                                target_modules=rf".*layers\.\d+\.({groups})",
-                               modules_to_save=self.fully_trained_modules(tied_audio_table) if with_fully_trained
-                               else None)
+                               modules_to_save=self.fully_trained_modules(family) if with_fully_trained else None)
 
 
 def is_adapter_param(name: str) -> bool:
     return f".{ADAPTER}." in name and (".lora_A." in name or ".lora_B." in name)
 
 
-def apply_lora(model: HiggsAudioModel, cfg: LoraConfig) -> None:
+def apply_lora(model, cfg: LoraConfig, family: ModelFamily | None = None) -> None:
     """Inject the adapters in place; afterwards only they and the fully trained modules require grad."""
-    peft.inject_adapter_in_model(cfg.peft_config(), model, adapter_name=ADAPTER)
-    tied = model.config.arch == "higgs_tts3"
-    full = tuple(f"{m}." for m in cfg.fully_trained_modules(tied))
+    family = family or family_for_config(model.config)
+    peft.inject_adapter_in_model(cfg.peft_config(family), model, adapter_name=ADAPTER)
+    full = tuple(f"{m}." for m in cfg.fully_trained_modules(family))
     for name, p in model.named_parameters():
         p.requires_grad_(is_adapter_param(name) or name.startswith(full))
     n_train = sum(_numel(p) for p in model.parameters() if p.requires_grad)
     n_all = sum(_numel(p) for p in model.parameters())
-    log.info("LoRA rank %d on %s%s: %.3fM of %.2fM parameters trainable (%.2f%%)", cfg.rank, "+".join(cfg.targets),
-             "".join(f", {m} in full" for m in cfg.fully_trained_modules(tied)), n_train / 1e6, n_all / 1e6,
+    log.info("LoRA rank %d on %s%s: %.3fM of %.2fM parameters trainable (%.2f%%)", cfg.rank,
+             "+".join(cfg.groups(family)), "".join(f", {m} in full" for m in cfg.fully_trained_modules(family)),
+             n_train / 1e6, n_all / 1e6,
              100 * n_train / n_all)
 
 
@@ -110,26 +113,27 @@ def _numel(p) -> int:
     return getattr(p, "ds_numel", p.numel())  # ZeRO-3 partitions report their full size here
 
 
-def merged_state_dict(state: dict[str, torch.Tensor], config: HiggsAudioConfig,
-                      cfg: LoraConfig) -> dict[str, torch.Tensor]:
+def merged_state_dict(state: dict[str, torch.Tensor], config, cfg: LoraConfig) -> dict[str, torch.Tensor]:
     """A trained run's state dict with the adapters merged into their base weights (plain model names).
 
     The model is built on the meta device and takes the given tensors as its weights, so only one copy
     of the weights is held; the base weights of adapted linears are updated in place.
     """
+    family = family_for_config(config)
     with torch.device("meta"):
-        model = model_for(config)
-    tuner = peft.LoraModel(model, cfg.peft_config(), ADAPTER, low_cpu_mem_usage=True)
+        model = family.build_model(config)
+    tuner = peft.LoraModel(model, cfg.peft_config(family, strict=False), ADAPTER, low_cpu_mem_usage=True)
     _load_exactly(model, state)
     with torch.no_grad():
         merged = tuner.merge_and_unload()
     return merged.state_dict()
 
 
-def adapted_model(state: dict[str, torch.Tensor], config: HiggsAudioConfig, cfg: LoraConfig) -> HiggsAudioModel:
+def adapted_model(state: dict[str, torch.Tensor], config, cfg: LoraConfig):
     """The model as trained (adapters unmerged) from a run's consolidated state dict, in eval mode."""
-    model = model_for(config)
-    apply_lora(model, cfg)
+    family = family_for_config(config)
+    model = family.build_model(config)
+    peft.inject_adapter_in_model(cfg.peft_config(family, strict=False), model, adapter_name=ADAPTER)
     _load_exactly(model, state)
     return model.eval()
 
@@ -143,10 +147,10 @@ def _load_exactly(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state, assign=True)
 
 
-def adapter_state_dict(state: dict[str, torch.Tensor], cfg: LoraConfig) -> dict[str, torch.Tensor]:
+def adapter_state_dict(state: dict[str, torch.Tensor], cfg: LoraConfig, family: ModelFamily) -> dict[str, torch.Tensor]:
     """The adapter's tensors in peft's file format: `base_model.model.<module>.lora_A.weight`, and the
     fully trained modules' weights under their own names."""
-    full = tuple(f"{m}." for m in cfg.fully_trained_modules(_has_tied_table(state)))
+    full = tuple(f"{m}." for m in cfg.fully_trained_modules(family))
     out = {}
     for name, t in state.items():
         if is_adapter_param(name):
@@ -158,20 +162,16 @@ def adapter_state_dict(state: dict[str, torch.Tensor], cfg: LoraConfig) -> dict[
     return out
 
 
-def _has_tied_table(state: dict[str, torch.Tensor]) -> bool:
-    return any(name.startswith(f"{TIED_AUDIO_TABLE}.") for name in state)
-
-
-def save_adapter(state: dict[str, torch.Tensor], cfg: LoraConfig, out: str | Path,
+def save_adapter(state: dict[str, torch.Tensor], cfg: LoraConfig, family: ModelFamily, out: str | Path,
                  base_model: str | None = None) -> Path:
     """Write the adapter alone: peft's `adapter_config.json` + `adapter_model.safetensors` (loads with
     `peft.PeftModel.from_pretrained(base, out)`), and our LoraConfig (which groups) in higgs_lora.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pcfg = cfg.peft_config(with_fully_trained=True, tied_audio_table=_has_tied_table(state))
+    pcfg = cfg.peft_config(family, with_fully_trained=True, strict=False)
     pcfg.base_model_name_or_path = base_model
     pcfg.save_pretrained(str(out))
-    tensors = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(state, cfg).items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(state, cfg, family).items()}
     save_file(tensors, out / _ADAPTER_WEIGHTS, metadata={"format": "pt"})
     (out / ADAPTER_CONFIG_NAME).write_text(json.dumps({**asdict(cfg), "base_model": base_model}, indent=2) + "\n")
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from higgs_ds.comm import all_reduce, world_size
-from higgs_ds.model.loss import LossSums, LossWeights, combine
+from higgs_ds.models.loss import LossSums, LossWeights, combine
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,8 @@ from deepspeed.utils import set_z3_leaf_modules
 
 from higgs_ds import comm, ops
 from higgs_ds.device import resolve_device
-from higgs_ds.model.checkpoint import checkpoint_state_dict
-from higgs_ds.model.config import HiggsAudioConfig
-from higgs_ds.model.modeling import DualFFNDecoderLayer, HiggsAudioModel
-from higgs_ds.model.tts3 import model_for
+from higgs_ds.models import ModelFamily
+from higgs_ds.models.pretrained import checkpoint_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +27,19 @@ def is_zero3(ds_config: dict) -> bool:
     return ds_config.get("zero_optimization", {}).get("stage", 0) == 3
 
 
-def build_model_sharded(model_cfg: HiggsAudioConfig, ds_config: dict,
-                        init: str | Path | None = None) -> HiggsAudioModel:
+def build_model_sharded(family: ModelFamily, model_cfg, ds_config: dict, init: str | Path | None = None):
     """Construct under `zero.Init` for ZeRO-3 (no rank ever holds the whole model), then fill the weights
     from `init` (any supported checkpoint layout) or a fresh initialisation."""
     zero3 = is_zero3(ds_config)
     if zero3:
         with deepspeed.zero.Init(config_dict_or_path=ds_config):
-            model = model_for(model_cfg)
-        # the fused routed-FFN kernel reads the MLP weights directly (Higgs TTS 3 has no routed FFN)
-        if model_cfg.arch == "higgs_v2_dualffn" and ops.uses_triton(resolve_device()):
-            set_z3_leaf_modules(model, [DualFFNDecoderLayer])
+            model = family.build_model(model_cfg)
+        leaves = family.zero3_leaf_modules(ops.uses_triton(resolve_device()))  # modules a fused kernel reads whole
+        if leaves:
+            set_z3_leaf_modules(model, leaves)
     else:
         dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
-        model = model_for(model_cfg).to(dtype)
+        model = family.build_model(model_cfg, dtype)
     if init is None:
         for module in model.modules():  # gather, initialise on rank 0, re-partition
             with deepspeed.zero.GatheredParameters(list(module.parameters(recurse=False)), modifier_rank=0,
@@ -53,7 +50,7 @@ def build_model_sharded(model_cfg: HiggsAudioConfig, ds_config: dict,
     return model
 
 
-def load_checkpoint_sharded(model: HiggsAudioModel, directory: str | Path) -> str:
+def load_checkpoint_sharded(model, directory: str | Path) -> str:
     """Copy a checkpoint into a (possibly ZeRO-3-partitioned) model; returns the layout. Only rank 0 reads
     tensor data; the other ranks read names and shapes, so a node reads a 5.8B checkpoint once."""
     params = dict(model.named_parameters())

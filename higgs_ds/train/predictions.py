@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from higgs_ds.constants import IGNORE_INDEX
-from higgs_ds.model.loss import shifted_targets
+from higgs_ds.models.loss import shifted_targets
 
 
 @torch.no_grad()

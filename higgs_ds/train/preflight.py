@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 from higgs_ds.errors import CheckpointError, ConfigError, DataError, UserError
+from higgs_ds.models import get_family
 from higgs_ds.run_dir import COMPLETE
-from higgs_ds.train.build import data_audio_spec
+from higgs_ds.train.build import check_data_matches_model, data_audio_spec, load_tokenizer, model_config
 from higgs_ds.train.checkpointing import choose_resume_tag
 from higgs_ds.train.config import TrainConfig
 from higgs_ds.train.ds_config import build_ds_config
@@ -39,6 +40,7 @@ def check_training_inputs(cfg: TrainConfig, ds_json: str) -> None:
         raise
     except (ValueError, OSError, KeyError) as exc:
         raise DataError(str(exc), where=f"data.shards={cfg.data.shards}") from None
+    check_model_family(cfg)
     check_writable(Path(cfg.run_dir), "run_dir")
     ckpt_dir = Path(cfg.run_dir) / "checkpoints"
     tag = choose_resume_tag(ckpt_dir, cfg.resume, warn=False)
@@ -48,6 +50,22 @@ def check_training_inputs(cfg: TrainConfig, ds_json: str) -> None:
         raise CheckpointError(f"checkpoint {tag} was written by {saved_world} ranks, this run has {world}",
                               where=f"resume={cfg.resume}", fix=f"launch with {saved_world} ranks: exact data "
                                                                  f"resumption needs the same number")
+
+
+def check_model_family(cfg: TrainConfig) -> None:
+    """`model.arch`, `model.init` and the tokenizer are of one family, the shards' codes are what the model
+    embeds, and the LoRA groups exist in the family. Reads config.json and the tokenizer, no weights."""
+    family = get_family(cfg.model.arch)
+    tokenizer = load_tokenizer(cfg.data.tokenizer, family)
+    spec = data_audio_spec(cfg)
+    try:
+        check_data_matches_model(cfg, model_config(cfg, family, tokenizer, spec), spec)
+    except UserError:
+        raise
+    except (ValueError, KeyError, OSError) as exc:
+        raise ConfigError(str(exc), where=f"model.init={cfg.model.init}" if cfg.model.init else "model") from None
+    if cfg.lora.enabled:
+        cfg.lora.groups(family)
 
 
 def check_deepspeed_json(path: str, cfg: TrainConfig) -> None:

@@ -6,7 +6,8 @@
 `.gpu_wheels/demo/`. Training goes through the real launcher (`deepspeed --num_gpus 1 launch/train.py
 --deepspeed ds_configs/zero3.json --config recipes/demo.yaml`): NCCL on a GPU, gloo on the CPU. The run
 stops at `--steps` (checkpointed every `--save-every`), then `resume=auto` trains `--more` steps. The
-export, generation and scoring run in this process through the command lines' own functions.
+export runs in this process; generation and scoring run `launch/generate.py --score` as a command line,
+with this interpreter.
 
 Writes one JSON object to `--json`: status (passed / failed), reason, and what each part produced.
 """
@@ -92,10 +93,15 @@ def train(args, run_dir: Path, *extra: str) -> None:
            f"save_every={args.save_every}", f"eval_every={args.save_every}", "predict_every=0", "keep_last=10",
            "audio_eval.every=0", "wandb_project=null", f"precision={args.precision}",
            f"optim.warmup_steps={max(1, args.steps // 10)}", *args.overrides, *extra]
+    _run(cmd, f"training ({' '.join(extra) or 'first job'})")
+
+
+def _run(cmd: list[str], what: str) -> None:
+    """A command line with this interpreter, echoed and run from the repository root; failing, it fails the part."""
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=REPO)
     if proc.returncode != 0:
-        raise RuntimeError(f"training ({' '.join(extra) or 'first job'}) exited {proc.returncode}")
+        raise RuntimeError(f"{what} exited {proc.returncode}")
 
 
 def check_checkpoints(args, run_dir: Path) -> dict:
@@ -132,9 +138,9 @@ def export_both(run_dir: Path, work: Path) -> dict:
     """Both layouts through launch/export.py, read back: the same weights as the run's last checkpoint."""
     import torch
 
-    from higgs_ds.model.checkpoint import from_pretrained
+    from higgs_ds.export import export
+    from higgs_ds.models.pretrained import from_pretrained
     from higgs_ds.run_dir import find_run_checkpoint
-    from launch.export import export
 
     reference = find_run_checkpoint(run_dir / "checkpoints", None).state_dict()
     out = {}
@@ -151,15 +157,14 @@ def export_both(run_dir: Path, work: Path) -> dict:
 
 
 def generate_and_score(args, export_dir: Path, work: Path) -> dict:
-    """launch/generate.py's main on the export: a wav whose length is its frames times the codec's hop,
-    scored by the offline scorer (DNSMOS; no reference voice, no ASR model here)."""
+    """launch/generate.py on the export: a wav whose length is its frames times the codec's hop, scored by
+    the offline scorer (DNSMOS; no reference voice, no ASR model here)."""
     import numpy as np
     import soundfile
 
     from higgs_ds.data.demo import shipped_demo_codec
     from higgs_ds.data.shards import iter_tar_samples, list_shards
-    from higgs_ds.model.checkpoint import checkpoint_audio_spec
-    from launch.generate import main as generate_main
+    from higgs_ds.models.pretrained import checkpoint_audio_spec
 
     text = json.loads(next(iter_tar_samples(list_shards(args.data / "train")[0]))["json"])["text"]
     wav_path = work / "generated" / "speech.wav"
@@ -167,8 +172,10 @@ def generate_and_score(args, export_dir: Path, work: Path) -> dict:
     # The data was encoded on another machine: its recorded codec path is that machine's. The shipped demo
     # codec is used instead (generate checks that its weights are the ones the spec names).
     codec = [] if Path(spec.codec_path or "").exists() else ["--codec-path", str(shipped_demo_codec())]
-    generate_main([str(export_dir), "--text", text, "--out", str(wav_path), "--device", args.device, "--seed", "0",
-                   "--max-new-frames", str(args.frames), "--score", "--no-resemblyzer", "--no-mcd", *codec])
+    cmd = [sys.executable, "launch/generate.py", str(export_dir), "--text", text, "--out", str(wav_path),
+           "--device", args.device, "--seed", "0", "--max-new-frames", str(args.frames), "--score",
+           "--no-resemblyzer", "--no-mcd", *codec]
+    _run(cmd, "launch/generate.py")
     codes = np.load(wav_path.with_suffix(".npy"))
     wav, sample_rate = soundfile.read(str(wav_path))
     expected = round(codes.shape[1] * spec.sample_rate / spec.frame_rate)

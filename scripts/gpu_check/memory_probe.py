@@ -52,11 +52,12 @@ def measure_one(args) -> dict:
     from train_steps import deepspeed_engine, synthetic_batch
 
     from higgs_ds import ops
-    from higgs_ds.model.config import tiny_config
+    from higgs_ds.models import DEFAULT_FAMILY, get_family
 
     tokens = [int(t) for t in args.tokens.split(",")]
     torch.manual_seed(0)
     ops.set_backend("auto")
+    tiny_config = get_family(DEFAULT_FAMILY).tiny_config  # the demo's family, as the GPU check trains it
     mcfg = tiny_config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                        num_hidden_layers=args.one, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
                        head_dim=args.hidden // args.heads, max_position_embeddings=max(4096, *tokens))

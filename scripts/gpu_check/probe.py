@@ -18,7 +18,7 @@ DISTRIBUTIONS = ("torch", "triton", "transformers", "deepspeed", "liger-kernel",
                  "pydantic", "numpy", "pytest", "pytest-benchmark", "pytest-xdist", "descript-audio-codec",
                  "speechmos", "onnxruntime", "higgs-ds")
 MODULES = ("higgs_ds.ops", "higgs_ds.kernels.routed_ffn", "higgs_ds.kernels.fused_head_ce",
-           "higgs_ds.kernels.codebook_ce", "higgs_ds.model.modeling", "higgs_ds.inference.generate",
+           "higgs_ds.kernels.codebook_ce", "higgs_ds.models.pretrained", "higgs_ds.inference.generate",
            "higgs_ds.train.build", "higgs_ds.train.loop", "liger_kernel.transformers.functional",
            "dac", "speechmos.dnsmos")  # the demo codec and the scorer, for the end-to-end stage
 

@@ -20,10 +20,11 @@ import torch
 
 from higgs_ds import ops
 from higgs_ds.constants import IGNORE_INDEX
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossWeights, combine
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models import DEFAULT_FAMILY, get_family
+from higgs_ds.models.loss import LossWeights, combine
 from higgs_ds.train.metrics import peak_memory_gb
+
+FAMILY = get_family(DEFAULT_FAMILY)  # the model the GPU check measures: the demo's family
 
 REPO = Path(__file__).resolve().parents[2]
 # Dense bf16 tensor-core peak per device (vendor datasheets, SXM parts), for MFU.
@@ -91,7 +92,7 @@ def deepspeed_engine(mcfg, args, n_steps: int):
                              f"steps={n_steps}", "optim.warmup_steps=0"])
     init_distributed()
     ds_config = build_ds_config(REPO / "ds_configs" / "zero3.json", cfg, world_size=1)
-    model = build_model_sharded(mcfg, ds_config)
+    model = build_model_sharded(FAMILY, mcfg, ds_config)
     model.gradient_checkpointing = getattr(args, "activation_checkpointing", False)  # as the training loop sets it
     optimizer, scheduler = build_optimizer(model, cfg)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
@@ -110,7 +111,7 @@ def torch_engine(mcfg, args):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     with torch.device(device):
-        model = HiggsAudioModel(mcfg).to(dtype)
+        model = FAMILY.build_model(mcfg, dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01,
                                   fused=device.type == "cuda")
 
@@ -170,7 +171,7 @@ def run(args, backend: str) -> dict:
     t_start = time.perf_counter()
     torch.manual_seed(0)
     ops.set_backend(backend)  # before the model is built: ZeRO-3 leaf modules depend on it
-    mcfg = tiny_config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+    mcfg = FAMILY.tiny_config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                        num_hidden_layers=args.layers, num_attention_heads=args.heads,
                        num_key_value_heads=args.kv_heads, head_dim=args.hidden // args.heads,
                        max_position_embeddings=max(4096, args.seq))

@@ -31,8 +31,6 @@ from triton.runtime.jit import JITFunction, MockTensor, create_function_from_sig
 REPO = Path(__file__).resolve().parents[2]
 KERNEL_PACKAGE = "higgs_ds.kernels"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# The released Higgs Audio v2 backbone (Llama-3.2-3B) has no config in the package: its widths.
-RELEASED_WIDTHS = {"hidden": 3072, "intermediate": 8192, "vocab": 128256}
 
 
 @dataclass(frozen=True)
@@ -47,22 +45,26 @@ class ModelShape:
 
 
 def model_shapes() -> list[ModelShape]:
-    """The demo recipe's model and the released model, each at its recipe's token budget."""
-    from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER
+    """The demo recipe's model and the released model of the default family (the demo's), each at its recipe's
+    token budget (the released model's: the recipe that fine-tunes it)."""
+    from higgs_ds.audio_spec import HIGGS_AUDIO_TOKENIZER
     from higgs_ds.data.demo import DemoConfig
+    from higgs_ds.models import DEFAULT_FAMILY, get_family
 
     demo = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
-    released = yaml.safe_load((REPO / "recipes" / "higgs_v2_3b_arabic.yaml").read_text())
+    recipes = [yaml.safe_load(path.read_text()) for path in sorted((REPO / "recipes").glob("*.yaml"))]
+    released = next(r for r in recipes if r.get("model", {}).get("init")
+                    and r["model"].get("arch", DEFAULT_FAMILY) == DEFAULT_FAMILY)
+    release = get_family(DEFAULT_FAMILY).released_config()
     codec = json.loads((REPO / "higgs_ds" / "data" / "demo" / "codec" / "dac_demo.json").read_text())["config"]["model"]
-    demo_codes = dataclasses.replace(HIGGS_V2_TOKENIZER, codec="dac", num_codebooks=codec["n_codebooks"],
+    demo_codes = dataclasses.replace(HIGGS_AUDIO_TOKENIZER, codec="dac", num_codebooks=codec["n_codebooks"],
                                      codebook_size=codec["codebook_size"], stream_bos=-1, stream_eos=-1)
     return [
         ModelShape("demo", demo["model"]["hidden_size"], demo["model"]["intermediate_size"],
                    DemoConfig().vocab_size, demo_codes.num_codebooks, demo_codes.codebook_rows,
                    demo["data"]["stream"]["max_tokens"]),
-        ModelShape("released", RELEASED_WIDTHS["hidden"], RELEASED_WIDTHS["intermediate"], RELEASED_WIDTHS["vocab"],
-                   HIGGS_V2_TOKENIZER.num_codebooks, HIGGS_V2_TOKENIZER.codebook_rows,
-                   released["data"]["stream"]["max_tokens"]),
+        ModelShape("released", release.hidden_size, release.text_config.intermediate_size, release.vocab_size,
+                   release.audio_num_codebooks, release.codebook_rows, released["data"]["stream"]["max_tokens"]),
     ]
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers.models.higgs_audio_v2.modeling_higgs_audio_v2 import HiggsAudioV2DecoderLayer
 
-from higgs_ds.model.checkpoint import ours_to_hf
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.checkpoint import ours_to_hf
+from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
 from tests.benchmarks.kernel_bench_utils import DEVICE, RatioTable, peak_memory_mib, pick_shape, report, timed
 
 pytestmark = pytest.mark.benchmark

@@ -20,7 +20,10 @@ from higgs_ds.data.loader import LoaderConfig, build_loader
 from higgs_ds.data.schema import Utterance
 from higgs_ds.data.shards import INDEX_NAME, SHARD_NAME, utterance_to_tar_sample
 from higgs_ds.data.stream import StreamConfig
+from higgs_ds.models.higgs_v2.prompt import ChatMLRenderer
 from tests.data.synthetic import SPEC
+
+MAKE_RENDERER = ChatMLRenderer  # the demo tokenizer's family renders these batches
 
 pytestmark = pytest.mark.benchmark
 
@@ -53,7 +56,7 @@ def test_loader_frames_per_second_per_worker(benchmark, tmp_path):
     results = {}
 
     def run():
-        loader = build_loader(cfg, tokenizer)
+        loader = build_loader(cfg, tokenizer, MAKE_RENDERER)
         start = time.perf_counter()
         for _ in islice(loader, 150):
             pass

@@ -16,8 +16,8 @@ import time
 import pytest
 import torch
 
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
 from higgs_ds.train.lora import LoraConfig, apply_lora
 from tests.benchmarks.kernel_bench_utils import peak_memory_mib
 

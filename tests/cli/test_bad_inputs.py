@@ -272,6 +272,14 @@ def test_prepare_demo_refuses_zero_workers_before_synthesising(tmp_path, capsys)
     assert not (tmp_path / "demo").exists()
 
 
+def test_prepare_filter_reports_an_unreadable_recording_in_one_line(tmp_path, capsys):
+    """Every subcommand goes through the same error mapping, the quality filter's included."""
+    _write(tmp_path / "broken.wav", "not audio")
+    manifest = _manifest(tmp_path, [{"id": "b", "text": "نص", "audio": "broken.wav"}])
+    args = ["filter", "--manifest", manifest, "--out", tmp_path / "out", "--no-dnsmos"]
+    one_error(*call(prepare_cli.main, args, capsys), "broken.wav")
+
+
 # ---- generate ----------------------------------------------------------------------------------
 
 
@@ -380,6 +388,9 @@ EVALUATE_CASES = {
     "reference_missing": (lambda d, t: [t, "--manifest", _write(t / "m.jsonl", '{"id": "a", "text": "b", '
                                                                                '"audio": "gone.wav"}')],
                           ["m.jsonl:1", "gone.wav"]),
+    "row_with_codes_only": (lambda d, t: [_write(t / "c.npy", b"").parent, "--manifest",
+                                          _write(t / "m.jsonl", '{"id": "a", "text": "b", "codes": "c.npy"}')],
+                            ["m.jsonl:1", "reference recording"]),
     "whisper_not_a_model": (lambda d, t: [t, "--manifest", d["eval_manifest"], "--whisper", t], ["--whisper"]),
     "out_is_a_folder": (lambda d, t: [t, "--manifest", d["eval_manifest"], "--out", t], ["--out"]),
     "nothing_generated": (lambda d, t: [t, "--manifest", d["eval_manifest"], "--no-dnsmos", "--no-resemblyzer",

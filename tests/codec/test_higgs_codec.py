@@ -13,7 +13,7 @@ import torch
 import torchaudio
 from transformers import DacFeatureExtractor, HiggsAudioV2TokenizerModel
 
-from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER
+from higgs_ds.audio_spec import HIGGS_AUDIO_TOKENIZER
 from higgs_ds.codec import CodecConfig, CodecLoadError, detect_codec_kind, load_codec
 from higgs_ds.codec.boson_tokenizer import save_boson_tokenizer
 from higgs_ds.data.shards import iter_tar_samples, list_shards, load_spec, tar_sample_to_utterance
@@ -51,7 +51,7 @@ def _reference_codes(directory: Path, wave: torch.Tensor, rate: int) -> torch.Te
 def test_codes_and_audio_equal_the_transformers_model(tokenizer_dir):
     codec = load_codec(CodecConfig(path=str(tokenizer_dir)))  # kind detected from the folder
     spec = codec.spec
-    assert detect_codec_kind(tokenizer_dir) == "higgs" and not spec.differences(HIGGS_V2_TOKENIZER)
+    assert detect_codec_kind(tokenizer_dir) == "higgs" and not spec.differences(HIGGS_AUDIO_TOKENIZER)
     assert spec.codec_sha256 and spec.codec_path == str(tokenizer_dir.resolve())
     waves = [_wave(1.3, 16000, 1), _wave(0.7, 16000, 2)]  # different lengths: encoded without cross-padding
     codes = codec.encode(waves, 16000)

@@ -5,7 +5,7 @@ import pytest
 import soundfile
 
 from higgs_ds.data.demo import DEMO_SPEAKERS, _manifest_rows, demo_sentences, synthesize
-from higgs_ds.data.render import HIGGS_SPECIAL_TOKENS
+from higgs_ds.models.higgs_v2.prompt import HIGGS_SPECIAL_TOKENS
 from higgs_ds.data.text import ArabicTextConfig, normalize_arabic
 
 SEED_SENTENCES = ["حلو لو سميته حاجة ممكن الأهالي يسمعوه",

@@ -16,8 +16,9 @@ import torch
 
 from higgs_ds.codec import CodecConfig, load_audio, load_codec
 from higgs_ds.data.demo import DEMO_SPEAKERS, demo_sentences, shipped_demo_codec, synthesize
-from higgs_ds.inference.metrics import ResemblyzerEmbedder, mel_cepstral_distortion, resample
-from higgs_ds.inference.scoring import cosine_similarity
+from higgs_ds.quality.models import ResemblyzerEmbedder
+from higgs_ds.quality.scorer import cosine_similarity
+from higgs_ds.quality.signal import mel_cepstral_distortion, resample
 
 HELD_OUT = ("تشرق الشمس على الجبال البعيدة كل صباح", "يحب أخي قراءة الكتب القديمة في المساء")
 MAX_MCD_DB = 4.0

@@ -4,7 +4,7 @@ import torch
 
 from higgs_ds.data.collate import Collator, CollatorConfig
 from higgs_ds.data.delay_pattern import IGNORE_INDEX, delay_segment_input
-from higgs_ds.data.render import ChatMLRenderer, SpecialTokens
+from higgs_ds.models.higgs_v2.prompt import ChatMLRenderer, SpecialTokens
 from higgs_ds.data.schema import (
     AudioContent,
     ChatMLSample,
@@ -31,7 +31,7 @@ def test_special_tokens_come_from_tokenizer(tokenizer):
     sp = SpecialTokens.from_tokenizer(tokenizer)
     assert sp.audio_out == tokenizer.convert_tokens_to_ids("<|AUDIO_OUT|>")
     assert sp.pad == tokenizer.convert_tokens_to_ids("<|end_of_text|>")
-    with pytest.raises(ValueError, match="lacks special tokens"):
+    with pytest.raises(ValueError, match="lacks the Higgs Audio special tokens"):
         from tokenizers import Tokenizer, models
         from transformers import PreTrainedTokenizerFast
         SpecialTokens.from_tokenizer(PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()),
@@ -90,7 +90,7 @@ def test_collate_contract(tokenizer):
     cloned = Utterance(id="v", text="نص", codes=_codes(6, 1), ref_text="مرجع", ref_codes=_codes(4, 2))
     plain = Utterance(id="p", text="نص آخر أطول قليلا", codes=_codes(3, 3))
     samples = [renderer(utterance_to_chatml(cloned)), renderer(utterance_to_chatml(plain))]
-    batch = Collator(sp, CollatorConfig.from_spec(SPEC, pad_to_multiple_of=8))(samples)
+    batch = Collator(sp.pad, CollatorConfig.from_spec(SPEC, pad_to_multiple_of=8))(samples)
     b, s = batch["input_ids"].shape
     assert b == 2 and s % 8 == 0 and s >= max(len(x) for x in samples)
     assert all(v.dtype == torch.long for v in batch.values())
@@ -118,7 +118,7 @@ def test_collate_contract(tokenizer):
 def test_text_only_batch_has_empty_audio_tensors(tokenizer):
     renderer = ChatMLRenderer(tokenizer, K)
     sample = ChatMLSample([Message("user", [TextContent("مرحبا")]), Message("assistant", [TextContent("أهلا")])])
-    batch = Collator(renderer.special, CollatorConfig.from_spec(SPEC))([renderer(sample)])
+    batch = renderer.collator(CollatorConfig.from_spec(SPEC))([renderer(sample)])
     assert batch["audio_ids"].shape == (0, K) and batch["audio_labels"].shape == (0, K)
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_ds.data.collate import Collator, CollatorConfig
+from higgs_ds.data.collate import CollatorConfig
 from higgs_ds.data.demo import demo_sentences
-from higgs_ds.data.render import ChatMLRenderer
 from higgs_ds.data.schema import Utterance, utterance_to_chatml
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossWeights, combine
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
+from higgs_ds.models.higgs_v2.prompt import ChatMLRenderer
+from higgs_ds.models.loss import LossWeights, combine
 
 K = 8
 
@@ -54,7 +54,7 @@ def overfit(tokenizer) -> Overfit:
     model = HiggsAudioModel(model_config_for(tokenizer))
     renderer = ChatMLRenderer(tokenizer, K)
     utts = demo_like_utterances()
-    collate = Collator(renderer.special, CollatorConfig.from_model_config(model.config))
+    collate = renderer.collator(CollatorConfig.from_model_config(model.config))
     batch = collate([renderer(utterance_to_chatml(u)) for u in utts])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for step in range(1, 301):

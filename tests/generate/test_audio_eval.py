@@ -10,7 +10,8 @@ import torch
 from higgs_ds.codec import CodecConfig, load_codec
 from higgs_ds.data.demo import build_seeded_demo_dac
 from higgs_ds.data.shards import SHARD_NAME, utterance_to_tar_sample, write_shard
-from higgs_ds.inference import SpeechScorer, error_counts, normalize_for_eval
+from higgs_ds.inference import normalize_for_eval
+from higgs_ds.quality.scorer import SpeechScorer, error_counts
 from higgs_ds.train.audio_eval import (
     AudioEvalConfig,
     AudioEvaluator,

@@ -9,9 +9,10 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from higgs_ds.data.render import ChatMLRenderer
 from higgs_ds.inference import GenerationConfig, TTSRequest, generate
-from higgs_ds.model.checkpoint import from_pretrained, save_pretrained
+from higgs_ds.models.higgs_v2.checkpoint import save_checkpoint
+from higgs_ds.models.higgs_v2.prompt import ChatMLRenderer
+from higgs_ds.models.pretrained import from_pretrained
 
 
 def _worker(rank: int, world: int, ckpt: str, port: int, result_dir: str) -> None:
@@ -39,7 +40,7 @@ def _worker(rank: int, world: int, ckpt: str, port: int, result_dir: str) -> Non
 @pytest.mark.integration  # two torch.multiprocessing ranks over gloo
 def test_ranks_with_different_lengths_stay_in_lockstep(overfit, tmp_path):
     ckpt = tmp_path / "ckpt"
-    save_pretrained(overfit.model.state_dict(), overfit.model.config, ckpt, layout="boson")
+    save_checkpoint(overfit.model.state_dict(), overfit.model.config, ckpt, layout="boson")
     overfit.tokenizer.save_pretrained(str(ckpt))
     specs = [{"text": u.text, "scene": u.scene, "ref_text": u.ref_text,
               "ref_codes": None if u.ref_codes is None else u.ref_codes.tolist()} for u in overfit.utterances]

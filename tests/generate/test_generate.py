@@ -8,13 +8,13 @@ import soundfile
 import torch
 from transformers import DynamicCache
 
-from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER, read_spec
+from higgs_ds.audio_spec import HIGGS_AUDIO_TOKENIZER, read_spec
 from higgs_ds.codec import CodecConfig, load_codec
 from higgs_ds.data.demo import build_seeded_demo_dac
 from higgs_ds.data.schema import PromptConfig
 from higgs_ds.inference import GenerationConfig, TTSRequest, build_prompt, generate, left_pad, load_model
-from higgs_ds.model.checkpoint import save_pretrained
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.checkpoint import save_checkpoint
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
 from higgs_ds.run_dir import write_run_extras
 from launch import generate as generate_cli
 from tests.generate.conftest import model_config_for
@@ -80,7 +80,7 @@ def test_top_k_1_sampling_equals_greedy_and_max_length_truncates(overfit):
 @pytest.fixture(scope="module")
 def exported(overfit, tmp_path_factory):
     out = tmp_path_factory.mktemp("exported")
-    save_pretrained(overfit.model.state_dict(), overfit.model.config, out, layout="boson")
+    save_checkpoint(overfit.model.state_dict(), overfit.model.config, out, layout="boson")
     overfit.tokenizer.save_pretrained(str(out))
     codec = build_seeded_demo_dac(tmp_path_factory.mktemp("codec") / "codec.pth")
     write_run_extras(out, load_codec(CodecConfig(path=str(codec))).spec, PromptConfig())  # as launch/export.py does
@@ -132,6 +132,6 @@ def test_generation_keeps_the_training_prompt_and_checks_the_codec(overfit, expo
 
 
 def test_a_released_checkpoint_without_spec_means_the_higgs_tokenizer(overfit, tmp_path):
-    save_pretrained(overfit.model.state_dict(), overfit.model.config, tmp_path, layout="hf")
+    save_checkpoint(overfit.model.state_dict(), overfit.model.config, tmp_path, layout="hf")
     overfit.tokenizer.save_pretrained(str(tmp_path))
-    assert load_model(tmp_path).audio_spec == HIGGS_V2_TOKENIZER
+    assert load_model(tmp_path).audio_spec == HIGGS_AUDIO_TOKENIZER

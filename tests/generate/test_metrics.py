@@ -16,9 +16,9 @@ import torch
 
 from higgs_ds.codec import load_audio
 from higgs_ds.data.demo import DEMO_SPEAKERS, synthesize
-from higgs_ds.inference.metrics import DnsMos, ResemblyzerEmbedder, resample
-from higgs_ds.inference.metrics.signal import dtw_path
-from higgs_ds.inference.scoring import ScorerConfig, SpeechScorer, aggregate, build_scorer, error_counts, summarize
+from higgs_ds.quality.models import DnsMos, ResemblyzerEmbedder
+from higgs_ds.quality.scorer import ScorerConfig, SpeechScorer, aggregate, build_scorer, error_counts, summarize
+from higgs_ds.quality.signal import dtw_path, resample
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 TEXT = "ذهب الولد إلى المدرسة في الصباح"
@@ -182,7 +182,7 @@ def test_evaluate_writes_table_and_json(clips, tmp_path, capsys):
 def test_generate_score_rates_outputs_against_the_voice_reference(clips, tmp_path, capsys):
     import argparse
 
-    from higgs_ds.inference.scoring import add_scorer_args
+    from higgs_ds.cli_options import add_scorer_args
     from launch.generate import score_outputs
 
     paths = []

@@ -19,8 +19,8 @@ import torch
 from transformers import HiggsAudioV2ForConditionalGeneration
 
 from higgs_ds.inference import GenerationConfig, TTSRequest, build_prompt, generate
-from higgs_ds.model.checkpoint import ours_to_hf
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.checkpoint import ours_to_hf
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
 from tests.generate.conftest import model_config_for
 
 

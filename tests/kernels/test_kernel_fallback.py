@@ -12,9 +12,9 @@ import torch
 from higgs_ds.kernels import codebook_ce, fused_head_ce, routed_ffn
 
 from higgs_ds import ops
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossWeights, combine
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
+from higgs_ds.models.loss import LossWeights, combine
 from higgs_ds.ops import reference, selfcheck
 from higgs_ds.train.metrics import MetricsWriter, read_metrics
 from tests.kernels.tolerance import DEVICE

@@ -10,11 +10,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-import torch
-import torchaudio
 
 from higgs_ds.errors import ConfigError
 from higgs_ds.prep.segment import SegmentConfig, segment_recordings, shape_segments
+from higgs_ds.quality.signal import resample
 from tests.prep.tiny_whisper import save_tiny_whisper
 
 RATE = 16_000
@@ -27,7 +26,7 @@ def _speak(text, folder):
     path = folder / "sentence.wav"
     subprocess.run(["espeak-ng", "-v", "ar", "-w", str(path), text], check=True)
     wav, rate = soundfile.read(path, dtype="float32")
-    wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, RATE).numpy()
+    wav = resample(wav, rate, RATE)
     loud = np.flatnonzero(np.abs(wav) > 0.02 * np.abs(wav).max())
     return wav[loud[0]:loud[-1] + 1]
 

@@ -17,9 +17,9 @@ from higgs_ds.data.builder import BuildConfig, build_shards
 from higgs_ds.data.demo import build_seeded_demo_dac, demo_sentences
 from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.data.shards import load_spec
+from higgs_ds.export import export
 from higgs_ds.train.metrics import read_metrics
 from launch import generate as generate_cli
-from launch.export import export
 from tests.codec.tiny_tokenizer import save_tiny_higgs_tokenizer
 from tests.harness import run_training
 

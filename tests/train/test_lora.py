@@ -19,15 +19,17 @@ from transformers import HiggsAudioV2ForConditionalGeneration
 from higgs_ds import ops
 from higgs_ds.audio_spec import write_spec
 from higgs_ds.data.shards import load_spec
-from higgs_ds.model.checkpoint import from_pretrained, save_pretrained
-from higgs_ds.model.config import tiny_config, token_ids_from_tokenizer
-from higgs_ds.model.modeling import HiggsAudioModel
+from higgs_ds.export import export
+from higgs_ds.models import get_family
+from higgs_ds.models.higgs_v2.checkpoint import save_checkpoint
+from higgs_ds.models.higgs_v2.config import tiny_config, token_ids_from_tokenizer
+from higgs_ds.models.higgs_v2.model import HiggsAudioModel
+from higgs_ds.models.pretrained import from_pretrained
 from higgs_ds.ops import reference
 from higgs_ds.run_dir import find_run_checkpoint
 from higgs_ds.train.build import load_tokenizer
 from higgs_ds.train.config import load_config
 from higgs_ds.train.lora import ADAPTER_CONFIG_NAME, LoraConfig, adapted_model, apply_lora, is_adapter_param
-from launch.export import export
 from tests.harness import losses, run_training
 
 # Adapter dropout on: exact resume must hold with random masks too (the RNG state travels with checkpoints).
@@ -45,7 +47,8 @@ def test_config_names_an_unknown_group_and_refuses_freeze():
     with pytest.raises(ValueError, match="rank must be >= 1"):
         LoraConfig(rank=0)
     cfg = load_config(None, ["lora.enabled=true", "lora.targets=[audio_mlp]", "lora.train_audio_embeddings=true"])
-    assert cfg.lora.targets == ["audio_mlp"] and cfg.lora.fully_trained_modules() == ["audio_codebook_embeddings"]
+    assert cfg.lora.targets == ["audio_mlp"] and cfg.lora.fully_trained_modules(get_family(cfg.model.arch)) == [
+        "audio_codebook_embeddings"]
     assert LoraConfig.from_run_config(cfg.to_dict()) == cfg.lora
     assert LoraConfig.from_run_config(load_config(None, []).to_dict()) is None
 
@@ -89,11 +92,11 @@ def _unadapted(mlp):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, random_data) -> Path:
     """The "pretrained" checkpoint to fine-tune: a fresh tiny model in Boson layout, with the data's spec."""
-    tok = load_tokenizer(str(random_data["tokenizer"]))
+    tok = load_tokenizer(str(random_data["tokenizer"]), get_family("higgs_v2_dualffn"))
     torch.manual_seed(7)
     config = tiny_config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, head_dim=16,
                          **token_ids_from_tokenizer(tok))
-    out = save_pretrained(HiggsAudioModel(config).state_dict(), config, tmp_path_factory.mktemp("lora") / "base")
+    out = save_checkpoint(HiggsAudioModel(config).state_dict(), config, tmp_path_factory.mktemp("lora") / "base")
     write_spec(out, load_spec(random_data["train"]))
     return out
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import HiggsAudioV2ForConditionalGeneration
 
+from higgs_ds.export import export
 from higgs_ds.inference import load_model
-from higgs_ds.model.checkpoint import from_pretrained
+from higgs_ds.models.pretrained import from_pretrained
 from higgs_ds.train.metrics import read_metrics
-from launch.export import export
 from tests.data.synthetic import take_samples, write_synthetic_split
 from tests.harness import RESUME_STEPS, losses, run_training
 

@@ -12,11 +12,12 @@ import torch
 from safetensors import safe_open
 from transformers import AutoTokenizer
 
-from higgs_ds.audio_spec import HIGGS_V2_TOKENIZER
-from higgs_ds.data.render_tts3 import Tts3Renderer, make_renderer
+from higgs_ds.audio_spec import HIGGS_AUDIO_TOKENIZER
 from higgs_ds.data.shards import INDEX_NAME
+from higgs_ds.export import export
 from higgs_ds.inference import GenerationConfig, TTSRequest, generate, load_model
-from launch.export import export
+from higgs_ds.models import get_family
+from higgs_ds.models.higgs_tts3.prompt import Tts3Renderer
 from tests.data.synthetic import write_synthetic_split
 from tests.harness import checked, losses, train
 from tests.tts3_utils import write_tiny_tts3_folder
@@ -36,7 +37,7 @@ def _higgs_split(folder: Path, seed: int) -> Path:
     """Random codes labelled as the Higgs Audio v2 tokenizer's (the codes TTS 3 was trained on)."""
     write_synthetic_split(folder, num_shards=2, per_shard=4, seed=seed)
     index = json.loads((folder / INDEX_NAME).read_text())
-    index["audio_spec"] = HIGGS_V2_TOKENIZER.to_dict()
+    index["audio_spec"] = HIGGS_AUDIO_TOKENIZER.to_dict()
     (folder / INDEX_NAME).write_text(json.dumps(index))
     return folder
 
@@ -50,7 +51,7 @@ def test_tts3_folder_trains_exports_and_generates(tmp_path):
     steps = losses(run)
     assert sorted(steps) == [1, 2, 3] and all(torch.isfinite(torch.tensor(v)).all() for v in steps.values())
 
-    out = export(run / "checkpoints", tmp_path / "export", layout="hf")
+    out = export(run / "checkpoints", tmp_path / "export")  # the family's own layout: the released one
     before, after = _tensors(init), _tensors(out)
     assert set(before) == set(after)
     for name, tensor in before.items():
@@ -62,8 +63,9 @@ def test_tts3_folder_trains_exports_and_generates(tmp_path):
     assert json.loads((out / "config.json").read_text())["model_type"] == "higgs_multimodal_qwen3"
 
     loaded = load_model(out)
-    renderer = make_renderer(AutoTokenizer.from_pretrained(str(out)), 8)
-    assert isinstance(renderer, Tts3Renderer) and loaded.model.config.arch == "higgs_tts3"
+    assert loaded.family is get_family("higgs_tts3")
+    renderer = loaded.family.make_renderer(AutoTokenizer.from_pretrained(str(out)), 8)
+    assert isinstance(renderer, Tts3Renderer)
     result = generate(loaded.model, renderer, [TTSRequest("hello world")],
                       GenerationConfig(temperature=0.0, ras_window=0, max_new_frames=12))
     rows = result.delayed[0][:, 1:]  # 12 rows, or fewer when codebook 0 ended the segment

@@ -14,8 +14,8 @@ import deepspeed
 import torch
 
 from higgs_ds import ops
-from higgs_ds.model.config import tiny_config
-from higgs_ds.model.loss import LossWeights, combine
+from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models.loss import LossWeights, combine
 from higgs_ds.train.distributed import init_distributed
 from higgs_ds.train.parallelize import build_model_sharded
 from tests.model_utils import random_batch
