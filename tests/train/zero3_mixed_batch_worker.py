@@ -14,7 +14,7 @@ import deepspeed
 import torch
 
 from higgs_ds import ops
-from higgs_ds.models.higgs_v2.config import tiny_config
+from higgs_ds.models import get_family
 from higgs_ds.models.loss import LossWeights, combine
 from higgs_ds.train.distributed import init_distributed
 from higgs_ds.train.parallelize import build_model_sharded
@@ -27,7 +27,8 @@ torch.manual_seed(0)
 ds_config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "train_batch_size": 2 * world,
              "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
              "data_types": {"grad_accum_dtype": "fp32"}, "bf16": {"enabled": False}}
-model = build_model_sharded(tiny_config(), ds_config)
+family = get_family("higgs_v2_dualffn")  # the DualFFN layers: the fused routed-FFN path under test
+model = build_model_sharded(family, family.tiny_config(), ds_config)
 engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
                                   config=ds_config)
 cfg = model.config
