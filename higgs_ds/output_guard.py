@@ -16,7 +16,8 @@ The rules:
   `--overwrite` (export) refuses its own non-empty output without it, and with it replaces the folder
   whole: the caller writes a sibling folder and renames it into place (`replace_folder`).
 
-Discovery of inputs skips what `inside` reports, so a command never reads its own output back as input.
+A command that searches its input folders (segment) skips its `--out` (`inside`) and every folder its kind
+`owns`, so it never reads its own output back as input.
 """
 
 from __future__ import annotations

@@ -135,6 +135,11 @@ def _write(path: Path, content: str | bytes) -> Path:
     return path
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 TRAIN_CASES = {
     # id: (how to make the arguments from (data, tmp), strings the error line must name)
     "recipe_missing": (lambda d, t: dict(recipe=str(t / "nope.yaml")), ["nope.yaml"]),
@@ -360,7 +365,7 @@ EXPORT_CASES = {
     "unknown_tag": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--tag", "step999999"],
                     ["no such tag", "step000008, step000010"]),
     "checkpoints_missing": (lambda r, t: [t / "nothing", "--out", t / "e"], ["nothing"]),
-    "not_a_run": (lambda r, t: [t, "--out", t / "e"], ["no training checkpoint"]),
+    "not_a_run": (lambda r, t: [_folder(t / "plain"), "--out", t / "e"], ["no training checkpoint"]),
     "adapter_only_of_a_full_run": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--adapter-only"],
                                    ["--adapter-only", "not a LoRA run"]),
     "layout_unknown": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--layout", "onnx"], ["--layout"]),
@@ -460,31 +465,32 @@ def made(data, tmp_path_factory) -> dict[str, Path]:
 
 
 GUARD_CASES = {
-    # id: (command line, its arguments from (data, made, tmp), strings the error line must name)
-    "H1_export_over_the_run_it_reads": (export_cli.main, lambda d, m, t: [
+    # id: (command line, its arguments from (data, made, tmp), strings the error line must name); the first
+    # five lost data before the guard existed
+    "export_over_the_run_it_reads": (export_cli.main, lambda d, m, t: [  # deleted the whole run
         m["run"] / "checkpoints", "--out", m["run"], "--overwrite"], ["--out", "contains the input"]),
-    "export_overwrite_of_a_build": (export_cli.main, lambda d, m, t: [m["run"], "--out", d["built"], "--overwrite"],
-                                    ["--out", "written by prepare_data build, not export"]),
-    "export_overwrite_of_other_files": (export_cli.main, lambda d, m, t: [m["run"], "--out", d["sound"], "--overwrite"],
-                                        ["--out", "not written by export"]),
-    "H2_merge_onto_a_build": (prepare_cli.main, lambda d, m, t: ["merge", "--out", d["built"], m["parts"] / "0",
-                                                                 m["parts"] / "1"], ["written by prepare_data build"]),
-    "merge_around_its_parts": (prepare_cli.main, lambda d, m, t: ["merge", "--out", m["parts"], m["parts"] / "0",
-                                                                  m["parts"] / "1"], ["--out", "contains the input"]),
-    "H3_build_into_an_import": (prepare_cli.main, lambda d, m, t: [
-        "build", "--manifest", m["import"] / "train.jsonl", "--out", m["import"], "--codec-path", shipped_demo_codec()],
-        ["--out", "contains the input"]),
+    "merge_onto_a_build": (prepare_cli.main, lambda d, m, t: [  # replaced the build's shards.json
+        "merge", "--out", d["built"], m["parts"] / "0", m["parts"] / "1"], ["written by prepare_data build"]),
+    "build_into_the_import_it_reads": (prepare_cli.main, lambda d, m, t: [  # overwrote the import's rejects.jsonl
+        "build", "--manifest", m["import"] / "train.jsonl", "--out", m["import"], "--codec-path",
+        shipped_demo_codec()], ["--out", "contains the input"]),
+    "filter_into_its_manifests_folder": (prepare_cli.main, lambda d, m, t: [  # overwrote its input manifest
+        "filter", "--manifest", d["eval_manifest"], "--out", d["root"], "--no-dnsmos"], ["contains the input"]),
+    "segment_into_its_input": (prepare_cli.main, lambda d, m, t: [  # segmented its own cut wavs again
+        "segment", "--input", m["recordings"], "--out", m["recordings"] / "seg"], ["--out", "lies inside the input"]),
+    "export_overwrite_of_a_build": (export_cli.main, lambda d, m, t: [
+        m["run"], "--out", d["built"], "--overwrite"], ["--out", "written by prepare_data build, not export"]),
+    "export_overwrite_of_other_files": (export_cli.main, lambda d, m, t: [
+        m["run"], "--out", d["sound"], "--overwrite"], ["--out", "not written by export"]),
+    "merge_around_its_parts": (prepare_cli.main, lambda d, m, t: [
+        "merge", "--out", m["parts"], m["parts"] / "0", m["parts"] / "1"], ["--out", "contains the input"]),
     "build_into_another_commands_folder": (prepare_cli.main, lambda d, m, t: [
         "build", "--manifest", d["manifest"], "--out", m["import"], "--audio-spec", d["spec"]],
         ["written by prepare_data import, not prepare_data build"]),
-    "H4_filter_into_its_manifests_folder": (prepare_cli.main, lambda d, m, t: [
-        "filter", "--manifest", d["eval_manifest"], "--out", d["root"], "--no-dnsmos"], ["contains the input"]),
-    "H5_segment_into_its_input": (prepare_cli.main, lambda d, m, t: [
-        "segment", "--input", m["recordings"], "--out", m["recordings"] / "seg"], ["--out", "lies inside the input"]),
     "import_into_its_corpus": (prepare_cli.main, lambda d, m, t: [
         "import", "--from", "ljspeech", "--src", m["corpus"], "--out", m["corpus"] / "manifests"], ["lies inside"]),
-    "demo_over_an_import": (prepare_cli.main, lambda d, m, t: ["demo", "--out", m["import"]],
-                            ["written by prepare_data import"]),
+    "demo_over_an_import": (prepare_cli.main, lambda d, m, t: [
+        "demo", "--out", m["import"]], ["written by prepare_data import"]),
     "evaluate_out_is_the_manifest": (evaluate_cli.main, lambda d, m, t: [
         t, "--manifest", d["eval_manifest"], "--out", d["eval_manifest"]], ["--out", "is the input"]),
     "evaluate_out_over_a_wav_it_scores": (evaluate_cli.main, lambda d, m, t: [
