@@ -12,7 +12,8 @@ The spec comes from the codec that encodes the audio; a manifest of precomputed 
 ``spec`` (or a codec, whose spec the codes must then fit).
 
 A re-run with the same manifest and settings skips every shard whose stats file exists, so an
-interrupted build resumes without re-encoding. Bad samples raise :class:`BadSampleError` naming the
+interrupted build resumes without re-encoding. The output folder is new or a build's, and never holds
+the manifest (``higgs_ds.output_guard``). Bad samples raise :class:`BadSampleError` naming the
 sample, or, with ``skip_bad``, are written to ``rejects.jsonl`` and counted in the index.
 """
 
