@@ -2,8 +2,9 @@
 behind `launch/export.py`.
 
 The output is written to a temporary folder beside `out` and renamed into place when complete. `out` may
-not lie inside a run's checkpoints/ (the next save's rotation would delete it, or it would overwrite a
-tag's files), and an existing non-empty `out` is replaced only with `overwrite`. A LoRA run's adapters
+not be, hold or lie inside the checkpoints it reads, nor lie inside any run's checkpoints/ (the next save's
+rotation would delete it, or it would overwrite a tag's files). An existing non-empty `out` is replaced
+only when an export wrote it, and only with `overwrite` (`higgs_ds.output_guard`). A LoRA run's adapters
 are merged into the full weights, or written alone in peft's format (`adapter_only`).
 """
 
@@ -16,12 +17,18 @@ from pathlib import Path
 from higgs_ds.errors import CheckpointError, ConfigError
 from higgs_ds.models import FAMILY_KEY, ModelFamily
 from higgs_ds.models.checkpoint_files import read_config, write_config
-from higgs_ds.run_dir import COMPLETE, find_run_checkpoint, write_run_extras
+from higgs_ds.output_guard import OutputKind, replace_folder
+from higgs_ds.run_dir import COMPLETE, PROMPT_FILE, find_run_checkpoint, write_run_extras
 from higgs_ds.train.lora import LoraConfig, merged_state_dict, save_adapter
 
+# before markers, an export was a folder with config.json and prompt_config.json (a run has no prompt file)
+EXPORT_OUTPUT = OutputKind("export", files=("config.json", PROMPT_FILE), not_files=("checkpoints",))
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an --out that would damage a run or silently replace another export."""
+
+def check_out(out: Path, ckpt_dir: Path, overwrite: bool) -> None:
+    """Refuse an --out that would damage a run or replace anything but an earlier export."""
+    read = Path(ckpt_dir) / "checkpoints" if (Path(ckpt_dir) / "checkpoints").is_dir() else Path(ckpt_dir)
+    EXPORT_OUTPUT.check(out, inputs=(read,), overwrite=overwrite)
     resolved = out.resolve()
     for folder in (resolved, *resolved.parents):
         if folder.name == "checkpoints" and ((folder / "latest").exists() or any(folder.glob("step*/" + COMPLETE))):
@@ -30,16 +37,12 @@ def check_out(out: Path, overwrite: bool) -> None:
         if (folder / COMPLETE).is_file():
             raise CheckpointError(f"{out} is inside checkpoint tag {folder}", where="--out",
                                   fix="export somewhere else, e.g. --out exported/<name>")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file", where="--out", fix="give a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} is not empty", where="--out", fix="choose a new folder, or pass --overwrite")
 
 
 def export(ckpt_dir: Path, out: Path, layout: str | None = None, tag: str | None = None, max_shard_size: str = "5GB",
            adapter_only: bool = False, overwrite: bool = False) -> Path:
     """Write the run's checkpoint `tag` (default: latest) to `out` in `layout` (default: the family's own)."""
-    check_out(out, overwrite)
+    check_out(out, ckpt_dir, overwrite)
     if not Path(ckpt_dir).is_dir():
         raise CheckpointError(f"{ckpt_dir} is not a folder", where="checkpoints", fix="give a run's checkpoints/")
     run = find_run_checkpoint(ckpt_dir, tag)
@@ -59,7 +62,7 @@ def export(ckpt_dir: Path, out: Path, layout: str | None = None, tag: str | None
                               fix="run export from the training directory")
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    EXPORT_OUTPUT.create(staging)
     try:
         state = run.state_dict()
         if adapter_only:
@@ -75,7 +78,7 @@ def export(ckpt_dir: Path, out: Path, layout: str | None = None, tag: str | None
         for f in tokenizer.iterdir():  # ship the tokenizer the model was trained with
             if f.is_file() and not _is_model_file(f) and not (staging / f.name).exists():
                 shutil.copy2(f, staging / f.name)
-        _replace(staging, out)
+        replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -102,12 +105,3 @@ def _is_model_file(path: Path) -> bool:
     """Weights and configs of a checkpoint folder that doubles as the tokenizer folder: never copied over the
     exported ones."""
     return path.name == "config.json" or path.name.endswith((".safetensors", ".safetensors.index.json", ".bin"))
-
-
-def _replace(staging: Path, out: Path) -> None:
-    """Move the finished export into place; an old --out (with --overwrite) is renamed away first."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)

@@ -9,12 +9,14 @@ The manifest is a training manifest (docs/data.md, read by `higgs_ds.data.manife
 the demo's ``eval.jsonl`` is one. The generated audio for a row is ``<folder>/<id>.wav``. Metrics (see
 `higgs_ds.quality.scorer`): speaker similarity (resemblyzer; WavLM with --wavlm), DNSMOS, MCD against
 the reference, and WER/CER with a local Whisper (--whisper). Rows without a generated wav are listed
-as missing, not dropped silently.
+as missing, not dropped silently. Nothing in the generated folder is replaced but its scores.json; --out
+elsewhere must be a new file or an earlier evaluation's scores, never an input (`higgs_ds.output_guard`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -22,10 +24,14 @@ from pathlib import Path
 from higgs_ds.cli_options import add_scorer_args, scorer_config
 from higgs_ds.codec import load_audio
 from higgs_ds.data.manifest import BadSampleError, ManifestEntry, read_manifest
-from higgs_ds.errors import ArgumentParser, ConfigError, DataError, run_cli
+from higgs_ds.errors import ArgumentParser, DataError, run_cli
+from higgs_ds.output_guard import OutputKind
 from higgs_ds.quality.scorer import ScorerConfig, aggregate, build_scorer, format_table, summarize, write_scores
 
 log = logging.getLogger(__name__)
+SCORES = "scores.json"
+# the one file it may add to the generated folder; anywhere else a new file or an earlier evaluation's
+EVALUATE_OUTPUT = OutputKind("evaluate", adds=SCORES)
 
 
 def references(path: Path) -> list[ManifestEntry]:
@@ -71,14 +77,16 @@ def main(argv=None) -> dict:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("generated", type=Path, help="folder with <id>.wav per manifest row")
     p.add_argument("--manifest", type=Path, required=True, help="JSON lines: id, text, audio (reference recording)")
-    p.add_argument("--out", type=Path, help="JSON output (default: <generated>/scores.json)")
+    p.add_argument("--out", type=Path, help="JSON output (default: <generated>/scores.json); a new file or an "
+                                            "earlier evaluation's, outside the inputs")
     add_scorer_args(p)
     a = p.parse_args(argv)
     result = evaluate(a.generated, a.manifest, check_inputs(a))
     print(format_table(result["summary"], result["corpus"]))
     if result["missing"]:
         print(f"missing: {len(result['missing'])} manifest rows have no wav ({', '.join(result['missing'][:5])}...)")
-    out = a.out or a.generated / "scores.json"
+    out = a.out or a.generated / SCORES
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_scores(out, result)
     log.info("scores -> %s", out)
     return result
@@ -90,9 +98,17 @@ def check_inputs(a: argparse.Namespace) -> ScorerConfig:
         raise DataError(f"{a.generated} is not a folder", where="generated", fix="give the folder of generated wavs")
     references(a.manifest)
     cfg = scorer_config(a)
-    if a.out is not None and a.out.is_dir():
-        raise ConfigError(f"{a.out} is a folder", where="--out", fix="give a .json file path")
+    EVALUATE_OUTPUT.check_file(a.out or a.generated / SCORES, inputs=(a.generated, a.manifest), is_own=_scores_file)
     return cfg
+
+
+def _scores_file(path: Path) -> bool:
+    """Whether `path` holds an earlier evaluation's scores (replaced by this one)."""
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(scores, dict) and {"scored", "per_utterance"} <= scores.keys()
 
 
 if __name__ == "__main__":

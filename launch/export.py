@@ -10,8 +10,9 @@ A LoRA run's adapters are merged into the full weights; `--adapter-only` writes 
 instead (peft's format, loads with `peft.PeftModel.from_pretrained(base, out)`; see higgs_ds.train.lora).
 
 The export is written to a temporary folder beside --out and renamed into place when complete. --out may
-not lie inside a run's checkpoints/ (the next save's rotation would delete it, or it would overwrite a
-tag's files), and an existing non-empty --out is replaced only with --overwrite.
+not be, hold or lie inside the checkpoints it reads, nor lie inside any run's checkpoints/ (the next save's
+rotation would delete it, or it would overwrite a tag's files). An existing non-empty --out is replaced only
+when an earlier export wrote it, and only with --overwrite; any other non-empty folder is refused.
 """
 
 import argparse
@@ -31,7 +32,7 @@ def main(argv=None) -> Path:
     p.add_argument("--tag", help="checkpoint tag (default: latest)")
     p.add_argument("--max-shard-size", default="5GB")
     p.add_argument("--adapter-only", action="store_true", help="a LoRA run: write the adapter alone, unmerged")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out (never another folder)")
     a = p.parse_args(argv)
     out = export(a.checkpoints, a.out, a.layout, a.tag, a.max_shard_size, a.adapter_only, a.overwrite)
     print(out)

@@ -19,7 +19,9 @@
     # check the transcript normalisation by eye: numbers, times and units read out as words
     echo "في 2024 ارتفع السعر 5%" | python launch/prepare_data.py normalize-text
 
-Both commands are resumable: re-running skips shards that are already complete.
+Both commands are resumable: re-running skips shards that are already complete. Every subcommand writes
+into its own --out only: a folder that is, holds or lies inside one of its inputs, or that another command
+wrote, is refused before any work (higgs_ds/output_guard.py).
 """
 
 from __future__ import annotations

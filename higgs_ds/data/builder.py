@@ -12,7 +12,8 @@ The spec comes from the codec that encodes the audio; a manifest of precomputed 
 ``spec`` (or a codec, whose spec the codes must then fit).
 
 A re-run with the same manifest and settings skips every shard whose stats file exists, so an
-interrupted build resumes without re-encoding. Bad samples raise :class:`BadSampleError` naming the
+interrupted build resumes without re-encoding. The output folder is new or a build's, and never holds
+the manifest (``higgs_ds.output_guard``). Bad samples raise :class:`BadSampleError` naming the
 sample, or, with ``skip_bad``, are written to ``rejects.jsonl`` and counted in the index.
 """
 
@@ -49,9 +50,12 @@ from higgs_ds.data.shards import (
     write_shard,
 )
 from higgs_ds.errors import ConfigError, DataError
+from higgs_ds.output_guard import OutputKind
 
 log = logging.getLogger(__name__)
 PROGRESS_DIR = ".build"
+# a build re-run into its own folder resumes; a folder from before markers is a build's when it has .build/
+BUILD_OUTPUT = OutputKind("prepare_data build", files=(PROGRESS_DIR,))
 
 
 class DataRebuildError(DataError, RuntimeError):
@@ -270,14 +274,14 @@ def _prepare_plan(cfg: BuildConfig, spec: AudioSpec, entries: list[ManifestEntry
 
 def build_shards(cfg: BuildConfig) -> dict:
     """Build (or finish building) the shards of one manifest; returns the written index."""
-    out = Path(cfg.out_dir)
+    out = BUILD_OUTPUT.check(cfg.out_dir, inputs=(cfg.manifest,))
     lines = part_lines(count_lines(cfg.manifest), cfg.part) if cfg.part else None
     manifest_rows = read_manifest(cfg.manifest, cfg.skip_bad, lines)  # a bad line fails before the codec loads
     # worker i encodes on devices[i]; checked before anything loads
     devices = worker_devices(cfg.codec.device, cfg.num_workers) if cfg.codec else ["cpu"] * (cfg.num_workers or 1)
     spec, codec = resolve_spec(cfg, devices[0])
     entries, plan, plan_rejects = _prepare_plan(cfg, spec, *manifest_rows)
-    (out / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)  # only now: bad input leaves no folder behind
+    (BUILD_OUTPUT.create(out) / PROGRESS_DIR).mkdir(exist_ok=True)  # only now: bad input leaves no folder behind
     fingerprint = _fingerprint(cfg, spec, Path(cfg.manifest).read_bytes())
     plan_path = out / PROGRESS_DIR / "plan.json"
     if plan_path.is_file() and json.loads(plan_path.read_text())["fingerprint"] != fingerprint:

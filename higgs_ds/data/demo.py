@@ -29,8 +29,10 @@ from higgs_ds.codec import CodecConfig
 from higgs_ds.data.builder import BuildConfig, build_shards
 from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.data.text import normalize_arabic
+from higgs_ds.output_guard import OutputKind
 
 log = logging.getLogger(__name__)
+DEMO_OUTPUT = OutputKind("prepare_data demo", files=("wavs/utt0000.wav",))  # re-running finishes or no-ops
 
 
 @dataclass(frozen=True)
@@ -143,9 +145,9 @@ def _manifest_rows(utts: list[dict], clone_fraction: float, rng: random.Random) 
 def build_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     """Synthesise, encode and shard the demo; returns a summary (also written to ``demo.json``)."""
     start = time.time()
-    out = Path(cfg.out_dir)
+    out = DEMO_OUTPUT.create(DEMO_OUTPUT.check(cfg.out_dir))
     wav_dir = out / "wavs"
-    wav_dir.mkdir(parents=True, exist_ok=True)
+    wav_dir.mkdir(exist_ok=True)
     sentences = [normalize_arabic(s) for s in demo_sentences()]
     utts = []
     for i, text in enumerate(sentences):

@@ -6,7 +6,8 @@ Checks first, writes nothing until they pass: every folder is a finished build; 
 0..N-1 of one N-way split of one manifest (its sha256); all codes share one audio spec; no sample id
 is in two parts. Then the tars are hard-linked into the output folder (copied across filesystems),
 and ``shards.json`` + ``rejects.jsonl`` are written with the shards in part order (the manifest's
-order) and the rejects and counts of every part.
+order) and the rejects and counts of every part. The output folder is new or an earlier merge's: never a
+part, a folder holding one, or a build (``higgs_ds.output_guard``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from pathlib import Path
 from higgs_ds.data.builder import PROGRESS_DIR, write_index
 from higgs_ds.data.shards import INDEX_NAME, index_spec
 from higgs_ds.errors import DataError
+from higgs_ds.output_guard import OutputKind
 
 _WHERE = "prepare_data merge"
+# a merged folder has a build's index but no .build/ of its own
+MERGE_OUTPUT = OutputKind(_WHERE, files=(INDEX_NAME,), not_files=(PROGRESS_DIR,))
 
 
 def _read_part(folder: Path) -> tuple[dict, list[dict], list[dict]]:
@@ -98,9 +102,7 @@ def merge_parts(out: str | Path, part_dirs: list[str | Path]) -> dict:
     out, folders = Path(out), [Path(p) for p in part_dirs]
     if not folders:
         raise DataError("no part folders given", where=_WHERE, fix="list the folders the parts were built in")
-    for folder in folders:
-        if folder.resolve() == out.resolve():
-            raise DataError(f"{folder} is both a part and the output", where="--out", fix="merge into a new folder")
+    MERGE_OUTPUT.check(out, inputs=folders)
     read = [_read_part(folder) for folder in folders]
     order = _check_parts(folders, [index for index, _, _ in read])
     folders, read = [folders[i] for i in order], [read[i] for i in order]
@@ -109,7 +111,7 @@ def merge_parts(out: str | Path, part_dirs: list[str | Path]) -> dict:
         spec.require_match(index_spec(index, str(folder / INDEX_NAME)), f"part {folders[0]}", f"part {folder}",
                            "all parts must be encoded with the same codec and settings")
     _check_ids(folders, [stats for _, stats, _ in read])
-    out.mkdir(parents=True, exist_ok=True)
+    MERGE_OUTPUT.create(out)
     for folder, (_, stats, _) in zip(folders, read, strict=True):
         for shard in stats:
             _link(folder / shard["name"], out / shard["name"])

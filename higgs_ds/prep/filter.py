@@ -28,6 +28,7 @@ import soundfile
 from higgs_ds.data.manifest import ManifestEntry, read_manifest
 from higgs_ds.data.text import normalize_for_eval
 from higgs_ds.errors import ConfigError, DataError
+from higgs_ds.output_guard import OutputKind
 from higgs_ds.prep.filter_report import write_report
 from higgs_ds.quality.models import MODEL_RATE
 from higgs_ds.quality.scorer import error_counts
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 _FULL_SCALE = 0.999
 _MIN_SPEAKER_ROWS = 5
 _MIN_RELATIVE_SPREAD = 0.1  # fewer utterances than this: the speaking-rate z-score uses every speaker's rows
+FILTER_OUTPUT = OutputKind("prepare_data filter", files=("metrics.jsonl",))
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,8 @@ def failures(row: dict, rules: dict[str, tuple[str, float]]) -> list[dict]:
 
 
 def filter_manifest(cfg: FilterConfig) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # never the input manifest's folder: its manifest.jsonl would be overwritten by the kept rows
+    out = FILTER_OUTPUT.create(FILTER_OUTPUT.check(cfg.out, inputs=(cfg.manifest,)))
     entries, unreadable = read_manifest(cfg.manifest, skip_bad=True)
     unmeasured = [e for e in entries if e.audio is None]  # precomputed codes: nothing to listen to
     entries = [e for e in entries if e.audio is not None]

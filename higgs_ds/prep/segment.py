@@ -13,6 +13,8 @@ Per source file:
 5. what no segment covers is `no_speech`; a file that cannot be read is `failed_to_decode`.
 
 Counting is done in source samples, so for each file kept + dropped equals its length exactly.
+The output folder never is, holds or lies inside an input, and input folders are searched without
+descending into any segment output, so cut wavs are never segmented again.
 Existing per-file transcripts are not aligned to segments: aligning long transcripts to VAD cuts
 needs a forced aligner, which this step does not ship; transcription comes from `--asr`.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,6 +34,7 @@ import soundfile
 import torch
 
 from higgs_ds.errors import ConfigError, DataError
+from higgs_ds.output_guard import OutputKind, inside
 from higgs_ds.quality.models import MODEL_RATE
 from higgs_ds.quality.signal import resample
 
@@ -40,6 +44,7 @@ VAD_RATE = 16_000  # silero-vad's input rate
 _VAD_WINDOW = 512  # samples per silero-vad probability at 16 kHz
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode")
+SEGMENT_OUTPUT = OutputKind("prepare_data segment", files=("segments.jsonl",))
 
 
 @dataclass(frozen=True)
@@ -109,11 +114,13 @@ class FileAccount:
                 "dropped": {k: v / rate for k, v in self.dropped.items()}}
 
 
-def find_sources(inputs: tuple[str, ...]) -> list[Path]:
+def find_sources(inputs: tuple[str, ...], out: str | Path | None = None) -> list[Path]:
+    """The audio files the inputs name. Never a file of `out` or of an earlier segment output: their cut
+    wavs would be segmented again."""
     sources: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            sources += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            sources += _audio_under(item)
         elif item.suffix.lower() in AUDIO_SUFFIXES:
             sources.append(item)
         elif item.is_file():  # a list of paths, relative to the list's folder
@@ -121,10 +128,20 @@ def find_sources(inputs: tuple[str, ...]) -> list[Path]:
             sources += [(item.parent / ln) for ln in lines if ln and not ln.startswith("#")]
         else:
             raise DataError(f"{item} does not exist", where="--input", fix="give audio files, folders or a list")
+    if out is not None:
+        sources = [s for s in sources if not inside(s, out)]
     if not sources:
         raise DataError(f"no audio files under {', '.join(inputs)}", where="--input",
                         fix=f"audio files end in one of {sorted(AUDIO_SUFFIXES)}")
     return sources
+
+
+def _audio_under(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not SEGMENT_OUTPUT.owns(Path(root, d))]  # pruned, never descended into
+        found += [Path(root, f) for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
+    return sorted(found)
 
 
 def read_for_vad(path: Path, block_seconds: float = 60.0) -> tuple[torch.Tensor, int, int]:
@@ -239,12 +256,13 @@ def read_clip(seg: Segment, rate: int | None = None) -> np.ndarray:
 
 def segment_recordings(cfg: SegmentConfig) -> dict:
     """Writes wavs/, segments.jsonl, manifest.jsonl (with --asr) and segment_summary.json under `cfg.out`."""
-    out = Path(cfg.out)
-    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    out = SEGMENT_OUTPUT.check(cfg.out, inputs=cfg.inputs)
+    sources = find_sources(cfg.inputs, out)
+    (SEGMENT_OUTPUT.create(out) / "wavs").mkdir(exist_ok=True)
     segmenter = Segmenter(cfg)
     accounts, manifest_lines = [], []
     with open(out / "segments.jsonl", "w", encoding="utf-8") as seg_file:
-        for source in find_sources(cfg.inputs):
+        for source in sources:
             segments, account = segmenter.find(source)
             segmenter.transcribe(segments)
             speaker = segmenter.speaker(source) if segments else source.stem

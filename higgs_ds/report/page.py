@@ -16,10 +16,12 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from higgs_ds.output_guard import OutputKind
 from higgs_ds.report.charts import curves_png
 from higgs_ds.report.run_files import LISTENING_ROWS, EvalSet, RunFiles, read_run
 
 REPORT = "report.html"
+REPORT_OUTPUT = OutputKind("report", adds=REPORT)  # the one file it writes into the run: nothing else there
 
 _CSS = """
 body { font-family: system-ui, "Noto Sans", "DejaVu Sans", sans-serif; margin: 1.5em auto; max-width: 1250px;
@@ -175,7 +177,7 @@ def render_report(run_dir: str | Path) -> str:
 
 def write_report(run_dir: str | Path) -> Path:
     """Render and write <run_dir>/report.html (atomically: a browser reloading it never sees half a page)."""
-    out = Path(run_dir) / REPORT
+    out = REPORT_OUTPUT.check_file(Path(run_dir) / REPORT, inputs=(run_dir,), where="run_dir")
     html = render_report(run_dir)
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")

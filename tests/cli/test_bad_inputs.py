@@ -1,6 +1,7 @@
-"""Bad input to each command line (train, prepare_data, export, generate, evaluate) ends in exit status 2
-and exactly one `error:` line naming the file, key or sample, with no traceback, and leaves the existing
-run, shards and data exactly as they were (every file hashed before and after).
+"""Bad input to each command line (train, prepare_data, export, generate, evaluate, report) ends in exit
+status 2 and exactly one `error:` line naming the file, key or sample, with no traceback, and leaves the
+existing run, shards and data exactly as they were (every file hashed before and after). An `--out` over a
+command's input or over another command's output is bad input too (the output guard's section).
 
 Most cases call the command line's `main` in this process through the same `run_cli` wrapper its
 `__main__` uses; the `integration` ones run `launch/train.py` on 2 ranks (rank 1 must stay silent) or
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -22,11 +24,13 @@ import launch.evaluate as evaluate_cli
 import launch.export as export_cli
 import launch.generate as generate_cli
 import launch.prepare_data as prepare_cli
+import launch.report as report_cli
 import launch.train as train_cli
 from higgs_ds.audio_spec import write_spec
-from higgs_ds.data.demo import demo_sentences
+from higgs_ds.data.demo import demo_sentences, shipped_demo_codec
 from higgs_ds.data.demo_tokenizer import train_demo_tokenizer
 from higgs_ds.errors import run_cli
+from higgs_ds.output_guard import MARKER, made_by
 from higgs_ds.train.checkpointing import choose_resume_tag
 from tests.data.synthetic import SPEC, K, write_synthetic_split
 from tests.harness import Launcher, env, output, ranks_cmd
@@ -91,9 +95,13 @@ def run_unchanged(run, unchanged):
     assert tree_hash(run) == before, "a bad input changed the run"
 
 
+ERROR_LINE = re.compile(r"(rank \d+: )?error:")
+
+
 def one_error(code: int, err: str, *named: str) -> str:
-    """Exit 2, exactly one `error:` line naming every string of `named`, no traceback."""
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    """Exit 2, exactly one `error:` line (any rank's `rank N: error:` counts too) naming every string of
+    `named`, no traceback."""
+    lines = [line for line in err.splitlines() if ERROR_LINE.match(line)]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err[-3000:])
     assert all(n in lines[0] for n in named), (named, lines[0])
     return lines[0]
@@ -124,6 +132,11 @@ def _train_args(data: dict, run_dir: Path, *extra: str, ds: str = "ds_configs/ze
 
 def _write(path: Path, content: str | bytes) -> Path:
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
     return path
 
 
@@ -344,13 +357,15 @@ EXPORT_CASES = {
                          ["--out", "checkpoints"]),
     "out_inside_checkpoints": (lambda r, t: [r / "checkpoints", "--out", r / "checkpoints/exported"],
                                ["--out", "checkpoints"]),
+    "out_is_the_run_itself": (lambda r, t: [r / "checkpoints", "--out", r, "--overwrite"],  # H1: deleted the run
+                              ["--out", "contains the input", "checkpoints"]),
     "out_not_empty": (lambda r, t: [r / "checkpoints", "--out", _write(t / "out.txt", "x").parent],
-                      ["--out", "not empty", "--overwrite"]),
+                      ["--out", "not empty", "not written by export"]),
     "out_is_a_file": (lambda r, t: [r / "checkpoints", "--out", _write(t / "out.txt", "x")], ["--out", "a file"]),
     "unknown_tag": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--tag", "step999999"],
                     ["no such tag", "step000008, step000010"]),
     "checkpoints_missing": (lambda r, t: [t / "nothing", "--out", t / "e"], ["nothing"]),
-    "not_a_run": (lambda r, t: [t, "--out", t / "e"], ["no training checkpoint"]),
+    "not_a_run": (lambda r, t: [_folder(t / "plain"), "--out", t / "e"], ["no training checkpoint"]),
     "adapter_only_of_a_full_run": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--adapter-only"],
                                    ["--adapter-only", "not a LoRA run"]),
     "layout_unknown": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--layout", "onnx"], ["--layout"]),
@@ -366,14 +381,27 @@ def test_export_refuses_bad_input(case, run_unchanged, tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_export_overwrite_replaces_the_folder_whole(run_unchanged, tmp_path, capsys):
-    out = tmp_path / "e"
-    out.mkdir()
+def test_export_overwrite_replaces_only_an_export_and_atomically(run_unchanged, tmp_path, capsys, monkeypatch):
+    """--overwrite replaces an earlier export whole, by a sibling folder renamed into place: a failed one
+    leaves the old export as it was, a finished one leaves nothing of it (and no temporary folder)."""
+    out, ckpts = tmp_path / "e", str(run_unchanged / "checkpoints")
+    assert run_cli(export_cli.main, [ckpts, "--out", str(out), "--tag", "step000008"]) == 0
+    assert made_by(out) == "export"
     (out / "stale.txt").write_text("from an older export")
-    assert run_cli(export_cli.main, [str(run_unchanged / "checkpoints"), "--out", str(out), "--overwrite",
-                                     "--tag", "step000008"]) == 0
+    before = tree_hash(out)
+    one_error(*call(export_cli.main, [ckpts, "--out", out], capsys), "not empty", "--overwrite")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("higgs_ds.export.write_run_extras", disk_full)
+        with pytest.raises(OSError):
+            export_cli.main([ckpts, "--out", str(out), "--overwrite"])
+    assert tree_hash(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["e"]
+    assert run_cli(export_cli.main, [ckpts, "--out", str(out), "--overwrite"]) == 0
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file() and (out / "audio_spec.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temporary folder left beside it
+    assert made_by(out) == "export" and sorted(p.name for p in tmp_path.iterdir()) == ["e"]
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -403,6 +431,107 @@ def test_evaluate_refuses_bad_input(case, data, tmp_path, capsys, unchanged):
     make, named = EVALUATE_CASES[case]
     one_error(*call(evaluate_cli.main, make(data, tmp_path), capsys), *named)
     assert not (tmp_path / "scores.json").exists()
+
+
+# ---- the output guard: no --out over an input or over another command's output -----------------
+
+
+@pytest.fixture(scope="module")
+def made(data, tmp_path_factory) -> dict[str, Path]:
+    """What other commands leave: an import of a one-row LJSpeech corpus, two parts of a split build, a run
+    with a checkpoint tag (the files the guard looks at; it refuses before any is read), and recordings
+    holding a segment output written before outputs had markers."""
+    root = tmp_path_factory.mktemp("made")
+    corpus = root / "corpus"
+    (corpus / "wavs").mkdir(parents=True)
+    soundfile.write(corpus / "wavs" / "a.wav", np.zeros(1600, dtype=np.float32), 16000)
+    _write(corpus / "metadata.csv", "a|مرحبا بكم\n")
+    assert prepare_cli.main(["import", "--from", "ljspeech", "--src", str(corpus), "--out", str(root / "import")]) == 0
+    for i in range(2):
+        assert prepare_cli.main(["build", "--manifest", str(data["manifest"]), "--out", str(root / "parts" / str(i)),
+                                 "--audio-spec", str(data["spec"]), "--part", f"{i}/2"]) == 0
+    tag = root / "run" / "checkpoints" / "step000002"
+    tag.mkdir(parents=True)
+    _write(tag / "complete.json", '{"files": {}}')
+    _write(tag.parent / "latest", "step000002")
+    _write(root / "run" / "config.json", "{}")
+    recordings = root / "recordings"
+    (recordings / "seg" / "wavs" / "talk").mkdir(parents=True)
+    soundfile.write(recordings / "talk.wav", np.zeros(16000, dtype=np.float32), 16000)
+    soundfile.write(recordings / "seg" / "wavs" / "talk" / "talk_0000.wav", np.zeros(8000, dtype=np.float32), 16000)
+    _write(recordings / "seg" / "segments.jsonl", "")
+    return {"root": root, "corpus": corpus, "import": root / "import", "parts": root / "parts",
+            "run": root / "run", "recordings": recordings}
+
+
+GUARD_CASES = {
+    # id: (command line, its arguments from (data, made, tmp), strings the error line must name); the first
+    # five lost data before the guard existed
+    "export_over_the_run_it_reads": (export_cli.main, lambda d, m, t: [  # deleted the whole run
+        m["run"] / "checkpoints", "--out", m["run"], "--overwrite"], ["--out", "contains the input"]),
+    "merge_onto_a_build": (prepare_cli.main, lambda d, m, t: [  # replaced the build's shards.json
+        "merge", "--out", d["built"], m["parts"] / "0", m["parts"] / "1"], ["written by prepare_data build"]),
+    "build_into_the_import_it_reads": (prepare_cli.main, lambda d, m, t: [  # overwrote the import's rejects.jsonl
+        "build", "--manifest", m["import"] / "train.jsonl", "--out", m["import"], "--codec-path",
+        shipped_demo_codec()], ["--out", "contains the input"]),
+    "filter_into_its_manifests_folder": (prepare_cli.main, lambda d, m, t: [  # overwrote its input manifest
+        "filter", "--manifest", d["eval_manifest"], "--out", d["root"], "--no-dnsmos"], ["contains the input"]),
+    "segment_into_its_input": (prepare_cli.main, lambda d, m, t: [  # segmented its own cut wavs again
+        "segment", "--input", m["recordings"], "--out", m["recordings"] / "seg"], ["--out", "lies inside the input"]),
+    "export_overwrite_of_a_build": (export_cli.main, lambda d, m, t: [
+        m["run"], "--out", d["built"], "--overwrite"], ["--out", "written by prepare_data build, not export"]),
+    "export_overwrite_of_other_files": (export_cli.main, lambda d, m, t: [
+        m["run"], "--out", d["sound"], "--overwrite"], ["--out", "not written by export"]),
+    "merge_around_its_parts": (prepare_cli.main, lambda d, m, t: [
+        "merge", "--out", m["parts"], m["parts"] / "0", m["parts"] / "1"], ["--out", "contains the input"]),
+    "build_into_another_commands_folder": (prepare_cli.main, lambda d, m, t: [
+        "build", "--manifest", d["manifest"], "--out", m["import"], "--audio-spec", d["spec"]],
+        ["written by prepare_data import, not prepare_data build"]),
+    "import_into_its_corpus": (prepare_cli.main, lambda d, m, t: [
+        "import", "--from", "ljspeech", "--src", m["corpus"], "--out", m["corpus"] / "manifests"], ["lies inside"]),
+    "demo_over_an_import": (prepare_cli.main, lambda d, m, t: [
+        "demo", "--out", m["import"]], ["written by prepare_data import"]),
+    "evaluate_out_is_the_manifest": (evaluate_cli.main, lambda d, m, t: [
+        t, "--manifest", d["eval_manifest"], "--out", d["eval_manifest"]], ["--out", "is the input"]),
+    "evaluate_out_over_a_wav_it_scores": (evaluate_cli.main, lambda d, m, t: [
+        d["sound"], "--manifest", d["eval_manifest"], "--out", d["sound"] / "ref.wav"], ["--out", "lies inside"]),
+    "evaluate_out_over_another_file": (evaluate_cli.main, lambda d, m, t: [
+        t, "--manifest", d["eval_manifest"], "--out", m["import"] / "train.jsonl"], ["not written by evaluate"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GUARD_CASES))
+def test_output_guard_refuses(case, data, made, tmp_path, capsys, unchanged):
+    main, make, named = GUARD_CASES[case]
+    before = tree_hash(made["root"])
+    one_error(*call(main, make(data, made, tmp_path), capsys), *named)
+    assert tree_hash(made["root"]) == before, "a refused --out changed another command's output"
+    assert not list(tmp_path.iterdir()) and not list(made["root"].glob(".*partial*"))
+
+
+def test_build_rerun_into_its_own_output_resumes(data, tmp_path, capsys):
+    """A build re-run into its folder carries on (here: nothing left to do), also in a folder from before
+    markers, which it recognises by its .build/ and then marks."""
+    out = tmp_path / "built"
+    shutil.copytree(data["built"], out)
+    (out / MARKER).unlink()
+    before = tree_hash(out)
+    args = ["build", "--manifest", data["manifest"], "--out", out, "--audio-spec", data["spec"]]
+    assert call(prepare_cli.main, args, capsys)[0] == 0
+    assert made_by(out) == "prepare_data build"
+    assert {k: v for k, v in tree_hash(out).items() if MARKER not in k} == before
+
+
+def test_report_adds_report_html_to_its_run_and_nothing_else(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    _write(run / "config.json", json.dumps({"steps": 4}))
+    _write(run / "metrics.jsonl", json.dumps({"kind": "train", "step": 1, "loss": 2.5}) + "\n")
+    before = tree_hash(run)
+    for _ in range(2):  # and again: report.html is its own file
+        assert call(report_cli.main, [run], capsys)[0] == 0
+        assert {k: v for k, v in tree_hash(run).items() if not k.endswith("report.html")} == before
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "metrics.jsonl", "report.html"]
 
 
 # ---- the real processes: the __main__ wiring of each command line ------------------------------

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from higgs_ds.output_guard import MARKER
 from higgs_ds.prep.filter import FilterConfig, filter_manifest, rate_z_scores
 
 SENTENCES = ["ذهب الولد إلى المدرسة في الصباح", "الجو جميل اليوم في المدينة", "قرأت كتابا مفيدا عن التاريخ",
@@ -76,7 +77,8 @@ def test_each_bad_clip_is_rejected_by_its_metric_and_clean_speakers_are_kept(man
 @pytest.mark.integration
 def test_dry_run_writes_only_the_report_and_loudness_target_normalises(manifest, tmp_path):
     filter_manifest(FilterConfig(manifest=str(manifest), out=str(tmp_path / "dry"), dnsmos=False, dry_run=True))
-    assert sorted(p.name for p in (tmp_path / "dry").iterdir()) == ["filter_report.md", "metrics.jsonl", "report"]
+    listing = sorted(p.name for p in (tmp_path / "dry").iterdir())
+    assert listing == [MARKER, "filter_report.md", "metrics.jsonl", "report"]
     done = subprocess.run([sys.executable, "launch/prepare_data.py", "filter", "--manifest", str(manifest), "--out",
                            str(tmp_path / "loud"), "--no-dnsmos", "--loudness-target", "-20"],
                           capture_output=True, text=True)

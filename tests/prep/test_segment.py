@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from higgs_ds.errors import ConfigError
-from higgs_ds.prep.segment import SegmentConfig, segment_recordings, shape_segments
+from higgs_ds.prep.segment import SEGMENT_OUTPUT, SegmentConfig, find_sources, segment_recordings, shape_segments
 from higgs_ds.quality.signal import resample
 from tests.prep.tiny_whisper import save_tiny_whisper
 
@@ -127,3 +127,18 @@ def test_bad_settings_are_config_errors():
         SegmentConfig(inputs=(), out="", min_seconds=5, max_seconds=2)
     with pytest.raises(ConfigError, match="speaker"):
         SegmentConfig(inputs=(), out="", speaker_pattern=r"(\w+)")
+
+
+def test_input_discovery_never_descends_into_a_segment_output(tmp_path):
+    """Cut wavs are never segmented again: folders of an earlier segment run (marked, or from before markers,
+    with their segments.jsonl) are skipped, and so is anything of --out that a list of paths names."""
+    recordings, quiet = tmp_path / "recordings", np.zeros(RATE, dtype="float32")
+    for wav in ("talk.wav", "old/wavs/talk/talk_0000.wav", "legacy/wavs/talk/talk_0000.wav", "more/b.wav"):
+        (recordings / wav).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(recordings / wav, quiet, RATE)
+    SEGMENT_OUTPUT.create(recordings / "old")
+    (recordings / "legacy" / "segments.jsonl").write_text("")
+    assert find_sources((str(recordings),)) == [recordings / "more/b.wav", recordings / "talk.wav"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("recordings/talk.wav\nrecordings/old/wavs/talk/talk_0000.wav\n")
+    assert find_sources((str(listing),), out=recordings / "old") == [recordings / "talk.wav"]

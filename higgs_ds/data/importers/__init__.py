@@ -4,7 +4,8 @@ JSONL manifest.
     summary = import_corpus(ImportConfig(fmt="ljspeech", src="corpora/arabic-lj", out="data/manifests",
                                          eval_fraction=0.05, ref_pairing="same-speaker"))
 
-Writes ``train.jsonl``, ``eval.jsonl``, ``rejects.jsonl`` and ``import_summary.json`` under ``out``.
+Writes ``train.jsonl``, ``eval.jsonl``, ``rejects.jsonl`` and ``import_summary.json`` under ``out``: a new
+folder or an earlier import's, outside the corpus (``higgs_ds.output_guard``).
 Each format is one reader (``read_<fmt>(cfg)`` yields a row or a rejected row per input row); the checks,
 split, reference pairing and output are shared (:mod:`higgs_ds.data.importers.common`).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from higgs_ds.data.importers.common import FORMAT_OPTIONS, ImportConfig, check_rows, write_outputs
+from higgs_ds.data.importers.common import FORMAT_OPTIONS, IMPORT_OUTPUT, ImportConfig, check_rows, write_outputs
 from higgs_ds.data.importers.commonvoice import read_commonvoice
 from higgs_ds.data.importers.hf import read_hf
 from higgs_ds.data.importers.kaldi import read_kaldi
@@ -29,5 +30,6 @@ __all__ = ["FORMAT_OPTIONS", "ImportConfig", "READERS", "import_corpus"]
 
 def import_corpus(cfg: ImportConfig) -> dict:
     """Import one corpus; returns the printed summary (rows read, written per split, rejected by kind)."""
+    IMPORT_OUTPUT.check(cfg.out, inputs=(cfg.src,))  # before the reader opens anything
     result = check_rows(READERS[cfg.fmt](cfg), Path(cfg.out), cfg.progress)
     return write_outputs(result, cfg)

@@ -29,6 +29,7 @@ import soundfile
 from tqdm import tqdm
 
 from higgs_ds.data.manifest import BadSampleError, parse_line
+from higgs_ds.output_guard import OutputKind
 
 FORMAT_OPTIONS = {  # options that only make sense for one format (None = not given)
     "hf": ("split", "audio_column", "text_column", "speaker_column", "id_column"),
@@ -39,6 +40,7 @@ FORMAT_OPTIONS = {  # options that only make sense for one format (None = not gi
 }
 SPLITS = ("train", "eval")
 AUDIO_DIR = "audio"  # under the output folder, for audio that arrives as bytes or arrays
+IMPORT_OUTPUT = OutputKind("prepare_data import", files=("import_summary.json",))
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def _accept(row: SourceRow, index: int, keys: dict[str, str], out: Path) -> Acce
 
 
 def check_rows(rows: Iterable[SourceRow | BadSampleError], out: Path, progress: bool = False) -> ImportResult:
-    out.mkdir(parents=True, exist_ok=True)
+    IMPORT_OUTPUT.create(out)
     result, keys = ImportResult(), {}
     for index, row in enumerate(tqdm(rows, unit="row", desc=f"import -> {out}", disable=not progress)):
         result.read += 1
