@@ -143,18 +143,26 @@ def estimate_frames(entry: ManifestEntry, frame_rate: float, max_seconds: float 
                 raise entry.error("unreadable_codes", f"unreadable '{codes_field}' {codes}: {exc}") from None
             total += int(shape[-1]) if len(shape) == 2 else 0
         elif audio is not None:
-            try:
-                info = soundfile.info(audio)
-            except Exception as exc:  # soundfile.LibsndfileError, RuntimeError, ...
-                raise entry.error("unreadable_audio", f"unreadable '{audio_field}' {audio}: {exc}") from None
-            if info.frames <= 0:
-                raise entry.error("empty_audio", f"'{audio_field}' {audio} has no samples")
-            seconds = info.frames / info.samplerate
-            if max_seconds is not None and seconds > max_seconds:
-                raise entry.error("too_long", f"'{audio_field}' {audio} lasts {seconds:.0f} s, over --max-seconds "
-                                  f"{max_seconds:g}: segment it into utterances first (or raise --max-seconds)")
+            info = audio_header(entry, audio_field, max_seconds)
             total += int(info.frames / info.samplerate * frame_rate) + 1
     return total
+
+
+def audio_header(entry: ManifestEntry, audio_field: str = "audio", max_seconds: float | None = None):
+    """The soundfile header of the entry's `audio_field`. Audio that cannot be opened, holds no samples or
+    lasts over `max_seconds` is a bad sample, found without decoding a single sample."""
+    audio = getattr(entry, audio_field)
+    try:
+        info = soundfile.info(audio)
+    except Exception as exc:  # soundfile.LibsndfileError, RuntimeError, ...
+        raise entry.error("unreadable_audio", f"unreadable '{audio_field}' {audio}: {exc}") from None
+    if info.frames <= 0:
+        raise entry.error("empty_audio", f"'{audio_field}' {audio} has no samples")
+    seconds = info.frames / info.samplerate
+    if max_seconds is not None and seconds > max_seconds:
+        raise entry.error("too_long", f"'{audio_field}' {audio} lasts {seconds:.0f} s, over --max-seconds "
+                          f"{max_seconds:g}: segment it into utterances first (or raise --max-seconds)")
+    return info
 
 
 def read_manifest(path: str | Path, skip_bad: bool,

@@ -5,8 +5,9 @@ BS.1770 via pyloudnorm), an SNR estimate, DNSMOS overall quality (speechmos' bun
 speaking rate in characters per second judged per speaker (a robust z-score against the speaker's
 own utterances, so a slow and a fast speaker are both kept), and CER against a local Whisper when one is
 given. A row failing any threshold goes to rejects.jsonl with every metric it failed, its value and
-the threshold. The report (filter_report.md) has a table and one histogram per metric with the
-threshold marked. `dry_run` writes only the report and metrics.
+the threshold. Audio over `max_seconds` is refused from its header before anything is decoded (a
+`too_long` reject, as `build` refuses it). The report (filter_report.md) has a table and one histogram
+per metric with the threshold marked. `dry_run` writes only the report and metrics.
 
 The SNR estimate is energy based: the 95th over the 10th percentile of 25 ms frame powers, i.e. loud
 speech frames over the noise floor between words. It needs pauses in the clip; on a clip with no
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from higgs_ds.data.manifest import ManifestEntry, read_manifest
+from higgs_ds.data.manifest import BadSampleError, ManifestEntry, audio_header, read_manifest
 from higgs_ds.data.text import normalize_for_eval
 from higgs_ds.errors import ConfigError, DataError
 from higgs_ds.output_guard import OutputKind
@@ -153,6 +154,22 @@ def measure(entries: list[ManifestEntry], cfg: FilterConfig, chunk: int = 16) ->
     return rows
 
 
+def refuse_long(entries: list[ManifestEntry], max_seconds: float) -> tuple[list[ManifestEntry], list[dict]]:
+    """(entries to measure, rejects of those lasting over `max_seconds`), judged from the audio's header as
+    `build` judges them, so a recording of hours is refused at once, never decoded. Unreadable or empty
+    audio is left to `measure`, which names the file or rejects it by its duration."""
+    kept, refused = [], []
+    for entry in entries:
+        try:
+            audio_header(entry, max_seconds=max_seconds)
+        except BadSampleError as exc:
+            if exc.kind == "too_long":
+                refused.append(exc.as_reject())
+                continue
+        kept.append(entry)
+    return kept, refused
+
+
 def failures(row: dict, rules: dict[str, tuple[str, float]]) -> list[dict]:
     failed = []
     for metric, (rule, threshold) in rules.items():
@@ -168,22 +185,22 @@ def filter_manifest(cfg: FilterConfig) -> dict:
     out = FILTER_OUTPUT.create(FILTER_OUTPUT.check(cfg.out, inputs=(cfg.manifest,)))
     entries, unreadable = read_manifest(cfg.manifest, skip_bad=True)
     unmeasured = [e for e in entries if e.audio is None]  # precomputed codes: nothing to listen to
-    entries = [e for e in entries if e.audio is not None]
+    entries, too_long = refuse_long([e for e in entries if e.audio is not None], cfg.max_seconds)
     rows = measure(entries, cfg)
     rules = cfg.rules()
     rejects = [dict(row, failed=failed) for row in rows if (failed := failures(row, rules))]
     rejected_ids = {r["id"] for r in rejects}
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    summary = {"rows": len(entries) + len(unmeasured) + len(unreadable), "measured": len(rows),
+    summary = {"rows": len(entries) + len(unmeasured) + len(unreadable) + len(too_long), "measured": len(rows),
                "kept": len(rows) - len(rejected_ids) + len(unmeasured), "rejected": len(rejected_ids),
-               "unreadable": len(unreadable), "not_measured_codes_only": len(unmeasured), "dry_run": cfg.dry_run,
-               "config": asdict(cfg)}
+               "too_long": len(too_long), "unreadable": len(unreadable), "not_measured_codes_only": len(unmeasured),
+               "dry_run": cfg.dry_run, "config": asdict(cfg)}
     summary["rejected_by_metric"] = write_report(rows, rejects, rules, out, summary)
     if cfg.dry_run:
         return summary
     with open(out / "rejects.jsonl", "w", encoding="utf-8") as f:
-        for reject in unreadable:
+        for reject in unreadable + too_long:
             f.write(json.dumps(reject, ensure_ascii=False) + "\n")
         for reject in rejects:
             f.write(json.dumps({"where": reject["where"], "id": reject["id"], "kind": "quality",

@@ -36,8 +36,9 @@ def write_report(rows: list[dict], rejects: list[dict], rules: dict[str, tuple[s
     lines = ["# Quality filter report", "",
              f"{summary['measured']} utterances measured, {summary['rejected']} rejected, {summary['kept']} kept"
              f"{' (dry run: nothing written but this report)' if summary['dry_run'] else ''}; "
-             f"{summary['unreadable']} unreadable lines, {summary['not_measured_codes_only']} codes-only rows kept "
-             "unmeasured.", "",
+             f"{summary['too_long']} over --max-seconds {rules['seconds_max'][1]:g} refused from their headers "
+             f"(never decoded), {summary['unreadable']} unreadable lines, {summary['not_measured_codes_only']} "
+             "codes-only rows kept unmeasured.", "",
              "| metric | rule | threshold | rejected | min | median | max | histogram |",
              "|---|---|---|---|---|---|---|---|"]
     for metric, (rule, threshold) in rules.items():

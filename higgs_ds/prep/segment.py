@@ -1,16 +1,19 @@
 """Long recordings to utterances: voice activity detection, bounds, transcription, and an account of
 every second of input.
 
-Per source file:
+Per source file, streamed: memory holds a block of audio, the open VAD region's probabilities and one
+ASR batch of clips, whatever the file's length (`vad_stream`):
 1. the audio is read in blocks and resampled to 16 kHz for silero-vad (its bundled model, nothing is
-   downloaded); the source itself is never held whole at its own rate;
+   downloaded); a line is logged every `progress_minutes` of audio read;
 2. silero-vad finds speech, merging across pauses shorter than `merge_gap`, splitting speech longer
-   than `max_seconds` at its longest pause, and padding edges by `pad`;
+   than `max_seconds` at its longest pause, and padding edges by `pad`; each region between long pauses
+   is cut, transcribed and written as soon as it closes;
 3. a segment shorter than `min_seconds` joins its neighbour across a pause of at most `join_gap` when
    the result still fits; padded neighbours are cut apart at the middle of their overlap;
 4. segments outside the bounds are dropped (`too_short`, `too_long`); the rest are transcribed by a
    local Whisper in batches and dropped below `min_asr_confidence` (`low_asr_confidence`);
-5. what no segment covers is `no_speech`; a file that cannot be read is `failed_to_decode`.
+5. what no segment covers is `no_speech`; a file that cannot be read is `failed_to_decode`, and so is the
+   rest of a file whose decoding fails part way (what was read before is segmented).
 
 Counting is done in source samples, so for each file kept + dropped equals its length exactly.
 The output folder never is, holds or lies inside an input, and input folders are searched without
@@ -26,22 +29,21 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile
-import torch
 
 from higgs_ds.errors import ConfigError, DataError
 from higgs_ds.output_guard import OutputKind, inside
+from higgs_ds.prep.vad_stream import VAD_RATE, Region, SpeechRegions, VadProbabilities, read_16k_blocks
 from higgs_ds.quality.models import MODEL_RATE
 from higgs_ds.quality.signal import resample
 
 log = logging.getLogger(__name__)
 
-VAD_RATE = 16_000  # silero-vad's input rate
-_VAD_WINDOW = 512  # samples per silero-vad probability at 16 kHz
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode")
 SEGMENT_OUTPUT = OutputKind("prepare_data segment", files=("segments.jsonl",))
@@ -63,6 +65,7 @@ class SegmentConfig:
     language: str = "ar"
     device: str = "cpu"
     asr_batch_size: int = 8
+    progress_minutes: float = 10.0  # a progress line per this much audio read
 
     def __post_init__(self) -> None:
         if not 0 < self.min_seconds < self.max_seconds:
@@ -144,16 +147,6 @@ def _audio_under(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_for_vad(path: Path, block_seconds: float = 60.0) -> tuple[torch.Tensor, int, int]:
-    """(mono 16 kHz waveform, source rate, source length in samples), read block by block."""
-    info = soundfile.info(str(path))
-    pieces = []
-    for block in soundfile.blocks(str(path), blocksize=int(block_seconds * info.samplerate), always_2d=True,
-                                  dtype="float32"):
-        pieces.append(torch.from_numpy(resample(block.mean(axis=1), info.samplerate, VAD_RATE)))
-    return (torch.cat(pieces) if pieces else torch.zeros(0)), info.samplerate, info.frames
-
-
 def shape_segments(spans: list[tuple[int, int]], cfg: SegmentConfig, rate: int) -> list[tuple[int, int]]:
     """Join too-short spans to a neighbour where they fit, then cut padded overlaps at their middle."""
     min_len, max_len, join = (int(x * rate) for x in (cfg.min_seconds, cfg.max_seconds, cfg.join_gap))
@@ -183,10 +176,8 @@ def shape_segments(spans: list[tuple[int, int]], cfg: SegmentConfig, rate: int) 
 
 class Segmenter:
     def __init__(self, cfg: SegmentConfig) -> None:
-        from silero_vad import get_speech_timestamps, load_silero_vad
-
         self.cfg = cfg
-        self.vad, self._timestamps = load_silero_vad(), get_speech_timestamps
+        self.vad = VadProbabilities()
         self.asr = None
         if cfg.asr:
             from higgs_ds.prep.asr import BatchedWhisper
@@ -202,56 +193,115 @@ class Segmenter:
                             fix="fix the pattern, or leave it out for one speaker per file")
         return match["speaker"]
 
-    def find(self, source: Path) -> tuple[list[Segment], FileAccount]:
-        """Kept and dropped segments of one file, transcripts not yet filled in."""
+    def find(self, source: Path, account: FileAccount) -> Iterator[Segment]:
+        """The segments of one file in time order, each region's as soon as it closes, transcripts not yet
+        filled in. `account` gets the file's rate and length, and every sample no segment covers."""
         cfg = self.cfg
         try:
-            audio, rate, length = read_for_vad(source)
-        except (RuntimeError, soundfile.LibsndfileError, ValueError) as exc:
+            info = soundfile.info(str(source))
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
             log.warning("%s: cannot be decoded (%s); counted as failed_to_decode", source, exc)
+            account.dropped["failed_to_decode"] = 0
+            return
+        rate, length, scale = info.samplerate, info.frames, info.samplerate / VAD_RATE
+        account.sample_rate, account.samples = rate, length
+        regions = SpeechRegions(cfg.vad_threshold, cfg.merge_gap, cfg.pad, cfg.max_seconds - 2 * cfg.pad, cfg.join_gap)
+        self.vad.reset()
+        blocks, read, streamed, failure, found = read_16k_blocks(source, rate), 0, 0, None, 0
+        report_every = max(1, int(cfg.progress_minutes * 60 * rate))
+        while True:
             try:
-                info = soundfile.info(str(source))
-                account = FileAccount(str(source), info.samplerate, info.frames)
-            except (RuntimeError, soundfile.LibsndfileError):
-                account = FileAccount(str(source), 0, 0)
-            account.dropped["failed_to_decode"] = account.samples
-            return [], account
-        probs = self.vad.audio_forward(audio, VAD_RATE)[0] if len(audio) >= _VAD_WINDOW else torch.zeros(0)
-        self.vad.reset_states()
-        stamps = self._timestamps(
-            audio, self.vad, threshold=cfg.vad_threshold, sampling_rate=VAD_RATE,
-            min_speech_duration_ms=100, max_speech_duration_s=cfg.max_seconds - 2 * cfg.pad,
-            min_silence_duration_ms=int(cfg.merge_gap * 1000), speech_pad_ms=int(cfg.pad * 1000))
-        scale = rate / VAD_RATE
-        spans = [(min(length, round(s["start"] * scale)), min(length, round(s["end"] * scale))) for s in stamps]
+                frames, block = next(blocks)
+            except StopIteration:
+                break
+            except (RuntimeError, soundfile.LibsndfileError, ValueError) as exc:
+                failure = exc
+                break
+            for region in regions.push(self.vad(block)):
+                segments = self._cut(source, region, rate, length, account)
+                found += len(segments)
+                yield from segments
+            if (read + frames) // report_every > read // report_every:
+                log.info("%s: %.0f of %.0f min read, %d segments so far", source.name, (read + frames) / rate / 60,
+                         length / rate / 60, found)
+            read, streamed = read + frames, streamed + len(block)
+        for region in regions.push(self.vad.flush()) + regions.finish(streamed):
+            yield from self._cut(source, region, rate, length, account)
+        covered = min(length, round(streamed * scale))  # where the last region ends, as `_cut` maps it
+        if failure is not None:  # what was read before the failure is segmented; the rest is lost
+            log.warning("%s: cannot be decoded after %.0f s (%s); the rest is counted as failed_to_decode",
+                        source, covered / rate, failure)
+        account.dropped["failed_to_decode" if failure is not None else "no_speech"] += length - covered
+
+    def _cut(self, source: Path, region: Region, rate: int, length: int, account: FileAccount) -> list[Segment]:
+        """A closed region's segments, in source samples; what none of them covers is `no_speech`."""
+        cfg, scale = self.cfg, rate / VAD_RATE
+        low, high = (min(length, round(x * scale)) for x in (region.start, region.end))
+        spans = [(max(low, min(high, round(a * scale))), max(low, min(high, round(b * scale))))
+                 for a, b in region.spans]
         segments = []
-        for start, end in shape_segments(spans, cfg, rate):
-            first = int(start / scale) // _VAD_WINDOW
-            window = probs[first:max(int(end / scale) // _VAD_WINDOW, first + 1)]
-            seg = Segment(str(source), start, end, rate, float(window.mean()) if len(window) else 0.0)
+        for start, end in shape_segments([(a, b) for a, b in spans if b > a], cfg, rate):
+            seg = Segment(str(source), start, end, rate, region.score(int(start / scale), int(end / scale)))
             if seg.seconds < cfg.min_seconds:
                 seg.reason = "too_short"
             elif seg.seconds > cfg.max_seconds:
                 seg.reason = "too_long"
             segments.append(seg)
-        account = FileAccount(str(source), rate, length)
-        account.dropped["no_speech"] = length - sum(s.end - s.start for s in segments)
-        return segments, account
+        account.dropped["no_speech"] += high - low - sum(s.end - s.start for s in segments)
+        return segments
 
-    def transcribe(self, segments: list[Segment]) -> None:
-        todo = [s for s in segments if s.reason is None]
-        if not self.asr or not todo:
+    def transcribe(self, segments: list[Segment], clips: list[np.ndarray]) -> None:
+        """Fills in the transcripts of kept segments from their clips (at the source rate)."""
+        if not self.asr or not segments:
             return
-        clips = [read_clip(s, MODEL_RATE) for s in todo]  # Whisper's rate
-        for seg, (text, confidence) in zip(todo, self.asr.transcribe(clips), strict=True):
+        wavs = [resample(clip, seg.sample_rate, MODEL_RATE) for seg, clip in zip(segments, clips, strict=True)]
+        for seg, (text, confidence) in zip(segments, self.asr.transcribe(wavs), strict=True):
             seg.text, seg.asr_confidence = text, confidence
             if not text or confidence < self.cfg.min_asr_confidence:
                 seg.reason = "low_asr_confidence"
 
 
-def read_clip(seg: Segment, rate: int | None = None) -> np.ndarray:
+def read_clip(seg: Segment) -> np.ndarray:
+    """A segment's audio, mono at the source rate, read from its file alone."""
     clip, _ = soundfile.read(seg.source, start=seg.start, stop=seg.end, always_2d=True, dtype="float32")
-    return resample(clip.mean(axis=1), seg.sample_rate, rate or seg.sample_rate)
+    return clip.mean(axis=1)
+
+
+class SegmentWriter:
+    """One file's segments, written as they come: every one to segments.jsonl, the kept ones to wavs/ and
+    the manifest, transcribed `asr_batch_size` at a time (each clip read from the source once)."""
+
+    def __init__(self, segmenter: Segmenter, source: Path, out: Path, seg_file, manifest: list[dict],
+                 account: FileAccount) -> None:
+        self.segmenter, self.source, self.out, self.seg_file, self.manifest = segmenter, source, out, seg_file, manifest
+        self.account, self.queue, self.index, self.kept, self._speaker = account, [], 0, 0, None
+        self.batch = segmenter.cfg.asr_batch_size if segmenter.asr else 1
+
+    def add(self, seg: Segment) -> None:
+        self.queue.append(seg)
+        if sum(s.reason is None for s in self.queue) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        kept = [s for s in self.queue if s.reason is None]
+        clips = [read_clip(s) for s in kept]
+        self.segmenter.transcribe(kept, clips)
+        clip_of = {id(s): clip for s, clip in zip(kept, clips, strict=True)}
+        for seg in self.queue:
+            self.seg_file.write(json.dumps(seg.record(), ensure_ascii=False) + "\n")
+            name, self.index = f"{self.source.stem}_{self.index:04d}", self.index + 1
+            if seg.reason:
+                self.account.dropped[seg.reason] += seg.end - seg.start
+                continue
+            self.account.kept += seg.end - seg.start
+            self.kept += 1
+            wav = Path("wavs") / self.source.stem / f"{name}.wav"
+            (self.out / wav).parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(self.out / wav, clip_of[id(seg)], seg.sample_rate)
+            if self.segmenter.asr:
+                self._speaker = self._speaker or self.segmenter.speaker(self.source)
+                self.manifest.append({"id": name, "audio": str(wav), "text": seg.text, "speaker": self._speaker})
+        self.queue.clear()
 
 
 def segment_recordings(cfg: SegmentConfig) -> dict:
@@ -260,31 +310,22 @@ def segment_recordings(cfg: SegmentConfig) -> dict:
     sources = find_sources(cfg.inputs, out)
     (SEGMENT_OUTPUT.create(out) / "wavs").mkdir(exist_ok=True)
     segmenter = Segmenter(cfg)
-    accounts, manifest_lines = [], []
+    accounts, manifest_lines, kept_segments = [], [], 0
     with open(out / "segments.jsonl", "w", encoding="utf-8") as seg_file:
         for source in sources:
-            segments, account = segmenter.find(source)
-            segmenter.transcribe(segments)
-            speaker = segmenter.speaker(source) if segments else source.stem
-            for index, seg in enumerate(segments):
-                seg_file.write(json.dumps(seg.record(), ensure_ascii=False) + "\n")
-                if seg.reason:
-                    account.dropped[seg.reason] += seg.end - seg.start
-                    continue
-                account.kept += seg.end - seg.start
-                wav = Path("wavs") / source.stem / f"{source.stem}_{index:04d}.wav"
-                (out / wav).parent.mkdir(parents=True, exist_ok=True)
-                soundfile.write(out / wav, read_clip(seg), seg.sample_rate)
-                if segmenter.asr:
-                    manifest_lines.append({"id": f"{source.stem}_{index:04d}", "audio": str(wav), "text": seg.text,
-                                           "speaker": speaker})
+            account = FileAccount(str(source), 0, 0)
+            writer = SegmentWriter(segmenter, source, out, seg_file, manifest_lines, account)
+            for seg in segmenter.find(source, account):
+                writer.add(seg)
+            writer.flush()
+            kept_segments += writer.kept
             if account.kept + sum(account.dropped.values()) != account.samples:  # a bug, never bad input
                 raise AssertionError(f"{source}: seconds do not add up: {account}")
             accounts.append(account)
     if segmenter.asr:
         with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in manifest_lines)
-    summary = summarize(accounts, len(manifest_lines), cfg)
+    summary = summarize(accounts, kept_segments, cfg)
     (out / "segment_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     return summary
 

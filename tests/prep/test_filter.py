@@ -95,3 +95,31 @@ def test_speaking_rate_is_judged_within_each_speaker():
     rows += [{"speaker": "fast", "chars_per_second": r} for r in (20, 21, 19.5, 20.5, 21.5)]
     rate_z_scores(rows)
     assert [row["rate_z"] > 3 for row in rows] == [False] * 5 + [True] + [False] * 5
+
+
+def test_a_recording_over_max_seconds_is_refused_from_its_header_never_decoded(tmp_path, monkeypatch, capsys):
+    """H6: two hours in a manifest (1 kHz, 8 bits: 7 MB on disk) is a `too_long` reject at once, as in
+    `build`, not a clip measured for minutes in gigabytes."""
+    import launch.prepare_data as prepare_cli
+    from higgs_ds.prep import filter as prep_filter
+
+    t = np.arange(24_000) / 16_000
+    soundfile.write(tmp_path / "clip.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype("float32"), 16_000)
+    soundfile.write(tmp_path / "hours.wav", np.zeros(2 * 3600 * 1000, dtype=np.int16), 1000, subtype="PCM_U8")
+    rows = [{"id": "clip", "audio": "clip.wav", "text": SENTENCES[0]},
+            {"id": "hours", "audio": "hours.wav", "text": SENTENCES[1]}]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    decoded = []
+    real = prep_filter._read_mono
+    monkeypatch.setattr(prep_filter, "_read_mono", lambda path: decoded.append(path) or real(path))
+
+    assert prepare_cli.main(["filter", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--no-dnsmos",
+                             "--max-seconds", "20"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["too_long"] == 1 and summary["measured"] == 1 and summary["rows"] == 2
+    assert [p.rsplit("/", 1)[-1] for p in decoded] == ["clip.wav"]
+    rejects = {r["id"]: r for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())}
+    assert rejects["hours"]["kind"] == "too_long" and "7200 s, over --max-seconds 20" in rejects["hours"]["reason"]
+    assert "1 over --max-seconds 20 refused from their headers" in (tmp_path / "out" / "filter_report.md").read_text()
+    assert "hours" not in (tmp_path / "out" / "manifest.jsonl").read_text()

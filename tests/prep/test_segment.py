@@ -13,22 +13,13 @@ import soundfile
 
 from higgs_ds.errors import ConfigError
 from higgs_ds.prep.segment import SEGMENT_OUTPUT, SegmentConfig, find_sources, segment_recordings, shape_segments
-from higgs_ds.quality.signal import resample
+from tests.prep.long_recording import spoken_sentence
 from tests.prep.tiny_whisper import save_tiny_whisper
 
 RATE = 16_000
 SENTENCES = ["ذهب الولد إلى المدرسة في الصباح الباكر", "الجو جميل اليوم في المدينة",
              "قرأت كتابا مفيدا عن تاريخ العرب", "شكرا لكم على حسن الاستماع"]
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make setup installs it)")
-
-
-def _speak(text, folder):
-    path = folder / "sentence.wav"
-    subprocess.run(["espeak-ng", "-v", "ar", "-w", str(path), text], check=True)
-    wav, rate = soundfile.read(path, dtype="float32")
-    wav = resample(wav, rate, RATE)
-    loud = np.flatnonzero(np.abs(wav) > 0.02 * np.abs(wav).max())
-    return wav[loud[0]:loud[-1] + 1]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def recording(tmp_path_factory):
         return sum(map(len, pieces)) / RATE
 
     for index, sentence in enumerate(SENTENCES):
-        wav = _speak(sentence, folder)
+        wav = spoken_sentence(folder, sentence)
         truth.append((now(), now() + len(wav) / RATE))
         pieces += [wav, np.zeros(int(rng.uniform(0.6, 1.5) * RATE), dtype="float32")]
         if index == 1:
@@ -59,7 +50,7 @@ def recording(tmp_path_factory):
 def test_finds_the_sentences_drops_the_noise_and_accounts_for_every_second(recording, tmp_path):
     path, truth, noise, whisper = recording
     summary = segment_recordings(SegmentConfig(inputs=(str(path),), out=str(tmp_path), asr=str(whisper),
-                                               min_asr_confidence=0.0))
+                                               min_asr_confidence=0.0, asr_batch_size=3))  # a batch, then the rest
     rows = [json.loads(line) for line in (tmp_path / "segments.jsonl").read_text().splitlines()]
     kept = [r for r in rows if r["kept"]]
     assert len(kept) == len(SENTENCES)
@@ -97,6 +88,23 @@ def test_low_confidence_undecodable_and_silent_files_are_dropped_with_their_reas
     assert talk["kept"] == 0 and talk["dropped"]["low_asr_confidence"] > 10  # a random Whisper is never sure
     assert talk["seconds"] == pytest.approx(sum(talk["dropped"].values()), abs=1 / RATE)
     assert (tmp_path / "out" / "manifest.jsonl").read_text() == ""
+
+
+def test_a_file_that_fails_part_way_keeps_what_was_read_before(recording, tmp_path):
+    path, truth, _, _ = recording
+    wav, _ = soundfile.read(path, dtype="float32")
+    soundfile.write(tmp_path / "twice.flac", np.concatenate([wav, wav]), RATE)
+    data = (tmp_path / "twice.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[:int(len(data) * 0.75)])  # the header still says the full length
+    summary = segment_recordings(SegmentConfig(inputs=(str(tmp_path / "cut.flac"),), out=str(tmp_path / "out")))
+    (row,) = summary["per_file"]
+    assert row["seconds"] == pytest.approx(2 * len(wav) / RATE)
+    read = row["seconds"] - row["dropped"]["failed_to_decode"]
+    assert len(wav) / RATE < read < row["seconds"]  # the first copy and some of the second were read
+    assert row["kept"] > sum(end - start for start, end in truth)  # the first copy's sentences, and more
+    ends = [json.loads(line)["end"] for line in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
+    assert max(ends) <= read
+    assert row["kept"] + sum(row["dropped"].values()) == pytest.approx(row["seconds"], abs=1 / RATE)
 
 
 @pytest.mark.integration
