@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -92,8 +93,9 @@ def run_unchanged(run, unchanged):
 
 
 def one_error(code: int, err: str, *named: str) -> str:
-    """Exit 2, exactly one `error:` line naming every string of `named`, no traceback."""
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    """Exit 2, exactly one `error:` line naming every string of `named`, no traceback. A rank's own line
+    (`rank 1: error: ...`) counts too: the error is said once, by rank 0."""
+    lines = [line for line in err.splitlines() if re.match(r"(rank \d+: )?error:", line)]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err[-3000:])
     assert all(n in lines[0] for n in named), (named, lines[0])
     return lines[0]
