@@ -109,6 +109,10 @@ def run_cli(main: Callable, argv: list[str] | None = None) -> int:
     (0 when it returns anything else)."""
     try:
         result = main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command could stop cleanly: one line, the shell's status
+        if process_rank() == 0:
+            print("interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         if process_rank() != 0 and _peer_exited(exc):  # rank 0 says why, with its own error or traceback
             print(f"rank {process_rank()}: stopped: another rank exited ({type(exc).__name__})", file=sys.stderr)

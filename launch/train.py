@@ -11,15 +11,18 @@ import argparse
 import yaml
 
 from higgs_ds.errors import ArgumentParser, ConfigError, run_cli
+from higgs_ds.train import stopping
 from higgs_ds.train.config import load_config
 from higgs_ds.train.distributed import exit_process
 from higgs_ds.train.loop import train as run_training
 from higgs_ds.train.preflight import check_training_inputs
 
 
-def train(cfg, ds_json: str):
+def train(cfg, ds_json: str) -> int:
+    """Train; the exit status: 0, or 130 when Ctrl-C stopped the run (after its checkpoint)."""
     check_training_inputs(cfg, ds_json)  # on every rank, before the rendezvous: bad input costs nothing
-    return run_training(cfg, ds_json)
+    run_training(cfg, ds_json)
+    return stopping.exit_status()
 
 
 def _main(argv=None) -> int:
@@ -38,8 +41,7 @@ def _main(argv=None) -> int:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(str(exc)) from None
-    train(cfg, ds_json or "ds_configs/zero3.json")
-    return 0
+    return train(cfg, ds_json or "ds_configs/zero3.json")
 
 
 def main(argv=None) -> int:

@@ -72,11 +72,13 @@ class _WorkerPosition:
 
 
 def _exit_on_stop_signals(_worker_id: int) -> None:
-    """Slurm sends SIGTERM/SIGUSR1 to every process of a job step. The rank decides when to stop (it
-    checkpoints at the step boundary); a worker just ends cleanly: exit 0, which the rank does not treat
-    as a crash (torch's own handler dies by the signal when anyone but the parent sends it)."""
+    """Slurm sends SIGTERM/SIGUSR1 to every process of a job step, a terminal SIGINT/SIGHUP to its whole
+    process group. The rank decides when to stop (it checkpoints at the step boundary); a worker ends
+    cleanly on SIGTERM: exit 0, which the rank does not treat as a crash (torch's own handler dies by the
+    signal when anyone but the parent sends it), and ignores the others (no KeyboardInterrupt trace)."""
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    for sig in (signal.SIGUSR1, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _identity(x):

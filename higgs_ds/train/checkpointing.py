@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,11 @@ from higgs_ds.run_dir import (  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 TRASH = ".deleting-"
-# Test-only fault injection: "<point>:<step>:<rank>[:kill|torn|enospc]" makes that rank SIGKILL itself
-# (torn: after cutting its newest file in half) or fail with ENOSPC at that point of that step's save.
+# Test-only fault injection: "<point>:<step>:<rank>[:kill|torn|enospc|slow]" makes that rank SIGKILL itself
+# (torn: after cutting its newest file in half), fail with ENOSPC, or take SLOW_SAVE_S longer (a slow disk)
+# at that point of that step's save.
 FAULT_ENV = "HIGGS_DS_CHECKPOINT_FAULT"
+SLOW_SAVE_S = 5.0
 
 
 class CheckpointWriteError(UserError, OSError):
@@ -65,6 +68,9 @@ def _fault(point: str, step: int, tag_dir: Path) -> None:
     action = action[0] if action else "kill"
     if action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tag_dir))
+    if action == "slow":
+        time.sleep(SLOW_SAVE_S)
+        return
     if action == "torn":  # as if killed while writing this rank's newest file
         mine = [p for p in tag_dir.iterdir() if f"rank{rank}." in p.name or f"rank_{rank}_" in p.name]
         newest = max(mine, key=lambda p: p.stat().st_mtime_ns)

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from higgs_ds.data.loader import StreamingLoader, build_loader
 from higgs_ds.models import ModelFamily, get_family
 from higgs_ds.models.loss import LossWeights, combine, target_counts
 from higgs_ds.report import write_report
-from higgs_ds.train import checkpointing
+from higgs_ds.train import checkpointing, stopping
 from higgs_ds.train.audio_eval import AudioEvaluator, listening_summary
 from higgs_ds.train.build import build_model, build_optimizer, data_audio_spec, load_tokenizer
 from higgs_ds.train.config import TrainConfig
@@ -76,7 +75,6 @@ class Trainer:
     spec: AudioSpec
     loader: StreamingLoader
     eval_batches: list[dict] | None
-    stop_signal: dict
     weights: LossWeights
     n_active: int
     batches: Iterator[dict] | None = None
@@ -116,19 +114,6 @@ def _forward(engine, batch):
                   labels=batch["labels"], audio_labels=batch["audio_labels"])
 
 
-def _catch_stop_signals() -> dict:
-    """SIGTERM (preemption, scancel) and SIGUSR1 (Slurm's pre-timeout warning) ask for a checkpoint
-    and a clean exit at the next step boundary."""
-    received = {"signal": None}
-
-    def handler(signum, _frame):
-        received["signal"] = signal.Signals(signum).name
-
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, handler)
-    return received
-
-
 def _setup_logging(rank: int) -> None:
     tty = os.isatty(1)
     handler = RichHandler(show_path=False, markup=False) if tty else logging.StreamHandler()  # plain lines in files
@@ -138,7 +123,7 @@ def _setup_logging(rank: int) -> None:
 
 def setup(cfg: TrainConfig, ds_config_path: str) -> Trainer:
     rank, world = init_distributed(cfg.dist_timeout_s)
-    stop_signal = _catch_stop_signals()
+    stopping.catch_stop_signals()
     _setup_logging(rank)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -164,8 +149,8 @@ def setup(cfg: TrainConfig, ds_config_path: str) -> Trainer:
         eval_cfg = dataclasses.replace(cfg.data, shards=cfg.data.eval_shards)
         eval_batches = build_eval_batches(eval_cfg, tokenizer, family.make_renderer, rank=rank, world_size=world)
     weights = LossWeights(cfg.loss.text_weight, cfg.loss.audio_weight, cfg.loss.codebook_weights)
-    return Trainer(cfg, rank, world, engine, scheduler, family, tokenizer, spec, loader, eval_batches, stop_signal,
-                   weights, active_params_per_token(model))
+    return Trainer(cfg, rank, world, engine, scheduler, family, tokenizer, spec, loader, eval_batches, weights,
+                   active_params_per_token(model))
 
 
 def resume(trainer: Trainer) -> int:
@@ -300,7 +285,7 @@ def stop_requested(trainer: Trainer) -> bool:
     """All ranks agree on stopping, even if only one of them got the signal. Asked after the step's evals,
     right before the save, so a signal that arrives at any point of the step stops it before the next
     batch is read (the loader's workers have exited on the same signal)."""
-    flag = torch.tensor([trainer.stop_signal["signal"] is not None], dtype=torch.float32, device=trainer.device)
+    flag = torch.tensor([stopping.reason() is not None], dtype=torch.float32, device=trainer.device)
     return comm.all_reduce(flag, comm.ReduceOp.MAX).item() > 0
 
 
@@ -356,11 +341,12 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
             progress.update(task, completed=done, status=f"loss {log_window(trainer, step, done)['loss']:.3f}")
         maybe_predict(trainer, done, end, micro[0])
         maybe_eval(trainer, done, end)
-        stopping = stop_requested(trainer)
-        tag = maybe_save(trainer, done, end, stopping)
-        if stopping:
-            log.warning("stop requested (%s) at step %d: checkpoint %s written; resume with resume=auto",
-                        trainer.stop_signal["signal"] or "signal on another rank", done, trainer.ckpt_dir / tag)
+        stop = stop_requested(trainer)
+        tag = maybe_save(trainer, done, end, stop)
+        if stop:
+            if trainer.rank == 0:  # one line for the run
+                log.warning("stop requested (%s) at step %d: checkpoint %s written; resume with resume=auto",
+                            stopping.reason() or "on another rank", done, trainer.ckpt_dir / tag)
             break
     progress.stop()
     if trainer.rank == 0:

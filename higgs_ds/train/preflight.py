@@ -5,18 +5,24 @@ a traceback per rank. Each check reads only the file system and the typed config
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import shutil
 from pathlib import Path
 
-from higgs_ds.errors import CheckpointError, ConfigError, DataError, UserError
-from higgs_ds.models import get_family
-from higgs_ds.run_dir import COMPLETE
+import torch
+
+from higgs_ds.errors import CheckpointError, ConfigError, DataError, UserError, process_rank
+from higgs_ds.models import ModelFamily, get_family
+from higgs_ds.run_dir import COMPLETE, RunCheckpoint
 from higgs_ds.train.build import check_data_matches_model, data_audio_spec, load_tokenizer, model_config
 from higgs_ds.train.checkpointing import choose_resume_tag
 from higgs_ds.train.config import TrainConfig
 from higgs_ds.train.ds_config import build_ds_config
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+log = logging.getLogger(__name__)
 
 
 def launcher_world_size() -> int:
@@ -40,32 +46,90 @@ def check_training_inputs(cfg: TrainConfig, ds_json: str) -> None:
         raise
     except (ValueError, OSError, KeyError) as exc:
         raise DataError(str(exc), where=f"data.shards={cfg.data.shards}") from None
-    check_model_family(cfg)
-    check_writable(Path(cfg.run_dir), "run_dir")
-    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
-    tag = choose_resume_tag(ckpt_dir, cfg.resume, warn=False)
     world = launcher_world_size()
-    saved_world = json.loads((ckpt_dir / tag / COMPLETE).read_text()).get("world_size") if tag else None
+    check_enough_samples(cfg, world)
+    family, model_cfg = check_model_family(cfg)
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+    check_writable(Path(cfg.run_dir), "run_dir")
+    check_writable(ckpt_dir, "run_dir")
+    tag = choose_resume_tag(ckpt_dir, cfg.resume, warn=False)
+    if tag:
+        check_resume_tag(ckpt_dir / tag, cfg, world, family, model_cfg)
+    warn_if_short_of_space(ckpt_dir, family, model_cfg)
+
+
+def check_enough_samples(cfg: TrainConfig, world: int) -> None:
+    """Every data slot (rank x loader worker) of the training split gets samples; an eval split feeds every
+    rank. A split of 0 samples (an empty manifest's build) is refused here, not as a peer's lost connection."""
+    slots = world * max(1, cfg.data.num_workers)
+    for key, split, need in (("data.shards", cfg.data.shards, slots), ("data.eval_shards", cfg.data.eval_shards,
+                                                                      world if cfg.eval_every else 0)):
+        if split is None:
+            continue
+        count = int(json.loads((Path(split) / "shards.json").read_text()).get("num_samples", 0))
+        if count == 0 or count < need:
+            raise DataError(f"{split} holds {count} samples; this run needs at least {need} ({world} ranks"
+                            f"{f' x {max(1, cfg.data.num_workers)} loader workers' if need == slots else ''})",
+                            where=f"{key}={split}", fix="build more data, or use fewer ranks or data.num_workers")
+
+
+def check_resume_tag(tag_dir: Path, cfg: TrainConfig, world: int, family: ModelFamily, model_cfg) -> None:
+    """The checkpoint to resume was written by as many ranks, for the same family and model shape."""
+    saved_world = json.loads((tag_dir / COMPLETE).read_text()).get("world_size")
     if saved_world not in (None, world):
-        raise CheckpointError(f"checkpoint {tag} was written by {saved_world} ranks, this run has {world}",
+        raise CheckpointError(f"checkpoint {tag_dir.name} was written by {saved_world} ranks, this run has {world}",
                               where=f"resume={cfg.resume}", fix=f"launch with {saved_world} ranks: exact data "
                                                                  f"resumption needs the same number")
+    run = RunCheckpoint(tag_dir.parent, tag_dir.name, json.loads((tag_dir / "config.json").read_text()))
+    if run.family.name != family.name:
+        raise CheckpointError(f"checkpoint {tag_dir.name} is a {run.family.name} run, model.arch={family.name}",
+                              where=f"resume={cfg.resume}",
+                              fix="resume with the run's model.arch, or use a new run_dir")
+    saved, wanted = parameter_shapes(family, run.model_config), parameter_shapes(family, model_cfg)
+    differ = sorted(n for n in saved.keys() | wanted.keys() if saved.get(n) != wanted.get(n))
+    if differ:
+        shown = ", ".join(f"{n} {saved.get(n)} -> {wanted.get(n)}" for n in differ[:3])
+        raise CheckpointError(f"checkpoint {tag_dir.name} holds another model shape than this run's settings "
+                              f"({len(differ)} tensors differ: {shown})", where=f"resume={cfg.resume}",
+                              fix="resume with the model settings the run started with, or use a new run_dir")
 
 
-def check_model_family(cfg: TrainConfig) -> None:
+def parameter_shapes(family: ModelFamily, model_cfg) -> dict[str, tuple[int, ...]]:
+    """Every parameter's shape, from a model built on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        return {n: tuple(p.shape) for n, p in family.build_model(model_cfg).named_parameters()}
+
+
+# Bytes per parameter of a ZeRO checkpoint: fp32 master weights and two Adam moments, plus the weights.
+CHECKPOINT_BYTES_PER_PARAMETER = 16
+
+
+def warn_if_short_of_space(ckpt_dir: Path, family: ModelFamily, model_cfg) -> None:
+    """A warning (rank 0) when the disk cannot hold a new checkpoint next to the one it replaces."""
+    need = 2 * CHECKPOINT_BYTES_PER_PARAMETER * sum(math.prod(s) for s in parameter_shapes(family, model_cfg).values())
+    free = shutil.disk_usage(_existing(ckpt_dir)).free
+    if free < need and process_rank() == 0:
+        log.warning("warning: %s has %.1f GB free; a checkpoint of this model needs about %.1f GB while the "
+                    "previous one is kept: saves may fail (the run keeps its last complete checkpoint)",
+                    ckpt_dir, free / 1e9, need / 1e9)
+
+
+def check_model_family(cfg: TrainConfig) -> tuple[ModelFamily, object]:
     """`model.arch`, `model.init` and the tokenizer are of one family, the shards' codes are what the model
     embeds, and the LoRA groups exist in the family. Reads config.json and the tokenizer, no weights."""
     family = get_family(cfg.model.arch)
     tokenizer = load_tokenizer(cfg.data.tokenizer, family)
     spec = data_audio_spec(cfg)
     try:
-        check_data_matches_model(cfg, model_config(cfg, family, tokenizer, spec), spec)
+        model_cfg = model_config(cfg, family, tokenizer, spec)
+        check_data_matches_model(cfg, model_cfg, spec)
     except UserError:
         raise
     except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(str(exc), where=f"model.init={cfg.model.init}" if cfg.model.init else "model") from None
     if cfg.lora.enabled:
         cfg.lora.groups(family)
+    return family, model_cfg
 
 
 def check_deepspeed_json(path: str, cfg: TrainConfig) -> None:
@@ -99,11 +163,19 @@ def check_tokenizer(path: str, key: str) -> None:
 
 def check_writable(folder: Path, key: str) -> None:
     """`folder` exists and is writable, or can be created: its nearest existing parent is writable."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _existing(folder)
     if not existing.is_dir():
         raise ConfigError(f"{existing} is a file, not a folder", where=f"{key}={folder}",
                           fix="choose another folder")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise ConfigError(f"{existing} is on a read-only file system (EROFS)", where=f"{key}={folder}",
+                          fix="choose a folder on a writable disk")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{existing} is not writable", where=f"{key}={folder}", fix="choose a folder you can write")
+
+
+def _existing(folder: Path) -> Path:
+    """`folder`, or its nearest parent that exists."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder

@@ -1,6 +1,7 @@
 """Higgs TTS 3 end to end on tiny stand-ins: a folder in the released layout -> a 2-rank ZeRO-3 run through
 `deepspeed launch/train.py` with the TTS 3 prompt -> export back in the released layout (codec tensors
-byte for byte) -> generation with the TTS 3 stopping rule from the export."""
+byte for byte) -> generation from the export, with room for the TTS 3 stopping rule, equal to generation from
+the run's own checkpoint."""
 
 from __future__ import annotations
 
@@ -66,8 +67,16 @@ def test_tts3_folder_trains_exports_and_generates(tmp_path):
     assert loaded.family is get_family("higgs_tts3")
     renderer = loaded.family.make_renderer(AutoTokenizer.from_pretrained(str(out)), 8)
     assert isinstance(renderer, Tts3Renderer)
-    result = generate(loaded.model, renderer, [TTSRequest("hello world")],
-                      GenerationConfig(temperature=0.0, ras_window=0, max_new_frames=12))
-    rows = result.delayed[0][:, 1:]  # 12 rows, or fewer when codebook 0 ended the segment
-    assert rows.shape[0] == 8 and 8 <= rows.shape[1] <= 12 and (result.finished[0] or rows.shape[1] == 12)
+    greedy = GenerationConfig(temperature=0.0, ras_window=0, max_new_frames=3 * 8)  # room for 2K-1 rows and a stop
+    result = generate(loaded.model, renderer, [TTSRequest("hello world")], greedy)
+    rows = result.delayed[0][:, 1:]  # max_new_frames rows, or fewer when codebook 0 ended the segment
+    assert rows.shape[0] == 8 and 8 <= rows.shape[1] <= 24 and (result.finished[0] or rows.shape[1] == 24)
     assert rows[1:, 0].eq(1024).all() and result.codes[0].shape == (8, rows.shape[1] - 7)  # BOC above row 0
+
+    # the export is the run: the run's last checkpoint, rounded to the release's bf16, generates the same rows
+    trained = load_model(run)
+    with torch.no_grad():
+        for p in trained.model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+    again = generate(trained.model, renderer, [TTSRequest("hello world")], greedy)
+    assert torch.equal(again.delayed[0], result.delayed[0]) and again.finished == result.finished
