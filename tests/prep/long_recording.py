@@ -63,7 +63,7 @@ def _main(recording: str, warm_up: str, out: str, options: str) -> None:
     from tests.benchmarks.kernel_bench_utils import peak_memory_mib
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    segment_recordings(SegmentConfig(inputs=(warm_up,), out=f"{out}/warm-up", **json.loads(options)))
+    segment_recordings(SegmentConfig(inputs=(warm_up,), out=f"{out}-warm-up", **json.loads(options)))  # beside out
     result = {}
 
     def run():
