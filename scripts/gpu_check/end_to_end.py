@@ -234,5 +234,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))  # launch/ is imported as a package, as the tests do
+    sys.path.insert(0, str(REPO))  # the library of this checkout, also where the package is not installed
     sys.exit(main())

@@ -20,7 +20,7 @@ DISTRIBUTIONS = ("torch", "triton", "transformers", "deepspeed", "liger-kernel",
 MODULES = ("higgs_ds.ops", "higgs_ds.kernels.routed_ffn", "higgs_ds.kernels.fused_head_ce",
            "higgs_ds.kernels.codebook_ce", "higgs_ds.models.pretrained", "higgs_ds.inference.generate",
            "higgs_ds.train.build", "higgs_ds.train.loop", "liger_kernel.transformers.functional",
-           "dac", "speechmos.dnsmos")  # the demo codec and the scorer, for the end-to-end stage
+           "dac", "speechmos.dnsmos", "higgs_ds.quality.models")  # the demo codec and the scorer (end-to-end stage)
 
 
 def _version(dist: str) -> dict:
