@@ -129,14 +129,13 @@ def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
     if (a.ref_audio or a.ref_codes) and not a.ref_text:
         raise ConfigError("--ref-audio/--ref-codes need --ref-text", where="--ref-text",
                           fix="give the transcript of the reference")
-    if a.ref_text and unspeakable(a.ref_text):
-        raise ConfigError(f"--ref-text {quote(a.ref_text)} {unspeakable(a.ref_text)}", where="--ref-text",
+    why = a.ref_text and unspeakable(a.ref_text)
+    if why:
+        raise ConfigError(f"--ref-text {quote(a.ref_text)} {why}", where="--ref-text",
                           fix="give the transcript of the reference")
     for flag, path in (("--ref-audio", a.ref_audio), ("--ref-codes", a.ref_codes)):
         if path is not None and not path.is_file():
             raise DataError(f"{path} not found", where=flag, fix="check the path")
-    if a.ref_codes:
-        _ref_codes(a.ref_codes)
     if a.ref_audio:
         try:
             soundfile.info(str(a.ref_audio))
@@ -153,7 +152,7 @@ def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
     if a.out.is_dir():
         raise ConfigError(f"{a.out} is a folder", where="--out", fix="give a .wav file path")
     spec = audio_spec_of(a.checkpoint, a.tag)  # config files only: a --tag on an export is refused here
-    if a.ref_codes and spec is not None:
+    if a.ref_codes:
         _ref_codes(a.ref_codes, spec)
     return texts, gen
 
