@@ -2,15 +2,81 @@
 
 - `add_scorer_args` / `scorer_config`: the offline metrics' flags (`launch/evaluate.py`,
   `launch/generate.py --score`) and the `ScorerConfig` they ask for.
+- argparse `type=` checks, so that a bad value is refused while the flags are read, before anything
+  loads: `bounded` (finite numbers in a range) and its common cases, `device_name` / `device_names`
+  (devices this machine has), `byte_size` ("5GB").
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-from higgs_ds.errors import ConfigError
+from higgs_ds.device import device_problem
+from higgs_ds.errors import ConfigError, quote
 from higgs_ds.quality.scorer import ScorerConfig
+
+
+def bounded(kind: type[int] | type[float], low: float | None = None, high: float | None = None, *,
+            low_open: bool = False, high_open: bool = False) -> Callable[[str], int | float]:
+    """An argparse `type`: a finite int or float within [low, high] (an open end excludes its bound)."""
+    noun = "an integer" if kind is int else "a number"
+    bounds = [f"{'>' if low_open else '>='} {low:g}"] if low is not None else []
+    bounds += [f"{'<' if high_open else '<='} {high:g}"] if high is not None else []
+    rule = f"{noun} {' and '.join(bounds)}" if bounds else f"a finite {noun[2:].lstrip()}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{quote(text)} is not {noun}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{quote(text)} is not a finite number")
+        if (low is not None and (value <= low if low_open else value < low)) or \
+                (high is not None and (value >= high if high_open else value > high)):
+            raise argparse.ArgumentTypeError(f"{quote(text)} is out of range: give {rule}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = bounded(int, 1)
+non_negative_int = bounded(int, 0)
+finite = bounded(float)
+positive = bounded(float, 0, low_open=True)
+non_negative = bounded(float, 0)
+fraction = bounded(float, 0, 1)
+
+
+def device_name(text: str) -> str:
+    """An argparse `type`: auto, cpu, cuda or cuda:<index> of a GPU this machine has."""
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{quote(text)} is no device of this machine: {problem}")
+    return text
+
+
+def device_names(text: str) -> str:
+    """An argparse `type`: one device, or GPUs listed as cuda:0,cuda:2, each one this machine has."""
+    for name in text.split(","):
+        device_name(name.strip())
+    return text
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """An argparse `type`: a size such as 5GB, 500MB, 1.5GiB or a number of bytes -> bytes (> 0)."""
+    match = _SIZE.match(text)
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a size: give e.g. 5GB, 500MB or 1.5GiB")
+    power = "KMGT".index(match[2].upper()) + 1 if match[2] else 0
+    return int(float(match[1]) * (1024 if match[3] else 1000) ** power)
 
 
 def add_scorer_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +88,7 @@ def add_scorer_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-resemblyzer", action="store_true", help="skip resemblyzer speaker similarity (sim)")
     g.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     g.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion")
-    g.add_argument("--score-device", default="cpu", help="device for the metric models")
+    g.add_argument("--score-device", type=device_name, default="cpu", help="device for the metric models")
 
 
 def scorer_config(a: argparse.Namespace) -> ScorerConfig:

@@ -15,6 +15,27 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def device_problem(name: str | torch.device) -> str | None:
+    """Why `name` is no device this process can use, or None: "auto", "cpu", "cuda" with a GPU visible, or
+    "cuda:i" with i a visible GPU. Checked when the flag is read, before anything loads."""
+    if str(name) == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return "not a device name: give auto, cpu, cuda or cuda:<index>"
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        return f"{device.type} devices are not supported: give auto, cpu, cuda or cuda:<index>"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return "no GPU is visible to this process: use cpu, or check CUDA_VISIBLE_DEVICES and the driver"
+    if device.index is not None and device.index >= count:
+        return f"{count} GPU(s) are visible: name one of cuda:0 .. cuda:{count - 1}"
+    return None
+
+
 def resolve_precision(precision: str = "auto", device: str | torch.device = "auto") -> str:
     """"auto" -> "bf16" on a CUDA device, "fp32" elsewhere; "fp32" / "bf16" are kept."""
     if precision not in PRECISIONS:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import reprlib
 import signal
 import sys
 import time
@@ -65,8 +66,25 @@ def process_rank() -> int:
     return 0
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
+_SHORT.maxtuple = _SHORT.maxlist = _SHORT.maxdict = _SHORT.maxset = 4
+
+
+def quote(value: object, limit: int = 60) -> str:
+    """`value` as a message quotes it: a repr of at most `limit` characters. A value can be megabytes (or a
+    YAML alias tree far larger once expanded): its repr is never built in full."""
+    text = repr(value[: limit + 1]) if isinstance(value, str) else _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# The longest error line printed: the head (what) and the tail (the fix) of a longer one are kept.
+MAX_LINE = 2000
+
+
 def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    text = " ".join(str(exc).split())
+    return text if len(text) <= MAX_LINE else f"{text[: MAX_LINE // 2]} … {text[-MAX_LINE // 2:]}"
 
 
 # How long a rank other than 0 that met bad input before the rendezvous waits for rank 0 to report it (and

@@ -194,6 +194,10 @@ def find_run_checkpoint(path: str | Path, tag: str | None = None) -> RunCheckpoi
             raise CheckpointError(f"{path} is checkpoint tag {path.name!r}, but tag {tag!r} was requested",
                                   where="--tag", fix="pass the run's checkpoints/ folder, or drop --tag")
         if not _is_run_tag(path):
+            if tag is not None:  # an export or a release holds one set of weights: a tag would be ignored
+                raise CheckpointError(f"--tag {tag} asks for a training checkpoint, but {path} is not a training run",
+                                      where="--tag", fix="drop --tag (an exported model has one set of weights), "
+                                                         "or give the run's folder")
             return None
         ckpt_dir, tag = path.parent, path.name
     if not (ckpt_dir / tag).is_dir():

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from higgs_ds.cli_options import byte_size
 from higgs_ds.errors import ArgumentParser, run_cli
 from higgs_ds.export import export
 
@@ -30,7 +31,7 @@ def main(argv=None) -> Path:
     p.add_argument("--layout", help="a checkpoint layout of the run's model family (default: the family's own; "
                                     "Higgs Audio v2: hf or boson, Higgs TTS 3: released)")
     p.add_argument("--tag", help="checkpoint tag (default: latest)")
-    p.add_argument("--max-shard-size", default="5GB")
+    p.add_argument("--max-shard-size", type=byte_size, default="5GB", help="safetensors shard size, e.g. 5GB, 500MB")
     p.add_argument("--adapter-only", action="store_true", help="a LoRA run: write the adapter alone, unmerged")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out (never another folder)")
     a = p.parse_args(argv)

@@ -22,12 +22,23 @@ import numpy as np
 import soundfile
 from transformers import AutoTokenizer
 
-from higgs_ds.cli_options import add_scorer_args, scorer_config
+from higgs_ds.audio_spec import AudioSpec
+from higgs_ds.cli_options import (
+    add_scorer_args,
+    bounded,
+    device_name,
+    non_negative,
+    non_negative_int,
+    positive_int,
+    scorer_config,
+)
 from higgs_ds.codec import load_audio, load_codec_for_spec
-from higgs_ds.data.text import normalize_arabic
+from higgs_ds.data.shards import validate_codes
+from higgs_ds.data.text import unspeakable
 from higgs_ds.device import resolve_device, resolve_precision, torch_dtype
-from higgs_ds.errors import ArgumentParser, CheckpointError, ConfigError, DataError, run_cli
+from higgs_ds.errors import ArgumentParser, CheckpointError, ConfigError, DataError, quote, run_cli
 from higgs_ds.inference import GenerationConfig, TTSRequest, decode_codes, generate, load_model, write_codes, write_wav
+from higgs_ds.inference.loading import audio_spec_of
 from higgs_ds.quality.scorer import build_scorer, format_table, summarize, write_scores
 
 log = logging.getLogger(__name__)
@@ -47,16 +58,17 @@ def _parse(argv):
     p.add_argument("--codec-path", help="local copy of the codec the checkpoint's audio spec names (default: the "
                                         "path recorded in the spec; its weights must match)")
     p.add_argument("--out", type=Path, default=Path("generated/speech.wav"), help="output wav path")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     g = p.add_argument_group("decoding (defaults: Higgs Audio v2 inference defaults)")
     d = GenerationConfig()
-    g.add_argument("--max-new-frames", type=int, default=d.max_new_frames, help="25 frames = 1 s")
-    g.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=d.top_k)
-    g.add_argument("--top-p", type=float, default=d.top_p)
-    g.add_argument("--ras-window", type=int, default=d.ras_window, help="0 = no repetition-aware sampling")
-    g.add_argument("--ras-max-repeats", type=int, default=d.ras_max_repeats)
+    g.add_argument("--max-new-frames", type=positive_int, default=d.max_new_frames, help="25 frames = 1 s")
+    g.add_argument("--temperature", type=non_negative, default=d.temperature, help="0 = greedy")
+    g.add_argument("--top-k", type=non_negative_int, default=d.top_k, help="0 = off")
+    g.add_argument("--top-p", type=bounded(float, 0, 1, low_open=True), default=d.top_p, help="1 = off")
+    g.add_argument("--ras-window", type=non_negative_int, default=d.ras_window,
+                   help="0 = no repetition-aware sampling")
+    g.add_argument("--ras-max-repeats", type=positive_int, default=d.ras_max_repeats)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--greedy", action="store_true", help="temperature 0 and no RAS: deterministic")
     p.add_argument("--score", action="store_true", help="score the outputs (table + <out>.scores.json): DNSMOS, "
@@ -94,9 +106,9 @@ def _texts(a: argparse.Namespace) -> list[str]:
     if not texts:
         raise ConfigError("nothing to say", where="--text", fix="give at least one --text (or --text-file)")
     for i, text in enumerate(texts):
-        if not normalize_arabic(text):
-            raise ConfigError(f"text {i + 1} ({text[:40]!r}) is empty once normalised (tatweel and zero-width "
-                              f"characters are dropped)", where="--text", fix="give words to speak")
+        why = unspeakable(text)  # the text gate of every entry point (data/text.py)
+        if why:
+            raise ConfigError(f"text {i + 1} ({quote(text)}) {why}", where="--text", fix="give words to speak")
     return texts
 
 
@@ -117,13 +129,13 @@ def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
     if (a.ref_audio or a.ref_codes) and not a.ref_text:
         raise ConfigError("--ref-audio/--ref-codes need --ref-text", where="--ref-text",
                           fix="give the transcript of the reference")
-    if a.ref_text and not normalize_arabic(a.ref_text):
-        raise ConfigError("--ref-text is empty once normalised", where="--ref-text", fix="give its transcript")
+    why = a.ref_text and unspeakable(a.ref_text)
+    if why:
+        raise ConfigError(f"--ref-text {quote(a.ref_text)} {why}", where="--ref-text",
+                          fix="give the transcript of the reference")
     for flag, path in (("--ref-audio", a.ref_audio), ("--ref-codes", a.ref_codes)):
         if path is not None and not path.is_file():
             raise DataError(f"{path} not found", where=flag, fix="check the path")
-    if a.ref_codes:
-        _ref_codes(a.ref_codes)
     if a.ref_audio:
         try:
             soundfile.info(str(a.ref_audio))
@@ -139,10 +151,13 @@ def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
                           fix="give the folder holding tokenizer.json")
     if a.out.is_dir():
         raise ConfigError(f"{a.out} is a folder", where="--out", fix="give a .wav file path")
+    spec = audio_spec_of(a.checkpoint, a.tag)  # config files only: a --tag on an export is refused here
+    if a.ref_codes:
+        _ref_codes(a.ref_codes, spec)
     return texts, gen
 
 
-def _ref_codes(path: Path) -> np.ndarray:
+def _ref_codes(path: Path, spec: AudioSpec | None = None) -> np.ndarray:
     try:
         codes = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for broken files
@@ -151,6 +166,13 @@ def _ref_codes(path: Path) -> np.ndarray:
     if codes.ndim != 2 or codes.shape[1] == 0 or not np.issubdtype(codes.dtype, np.integer):
         raise DataError(f"{path} holds {codes.dtype} {codes.shape}, not integer codes [codebooks, frames > 0]",
                         where="--ref-codes", fix="give the .npy a generation or a shard build wrote")
+    if spec is not None:
+        try:
+            validate_codes(codes, spec.num_codebooks, spec.codebook_size, str(path))
+        except ValueError as exc:
+            raise DataError(f"{exc}, which the checkpoint's codec ({spec.describe()}) does not have",
+                            where="--ref-codes", fix="give codes made by the codec this checkpoint was trained "
+                                                     "with (or --ref-audio)") from None
     return codes
 
 
@@ -175,7 +197,7 @@ def main(argv=None) -> list[Path]:
 
     ref_codes = None
     if a.ref_codes:
-        ref_codes = _ref_codes(a.ref_codes)
+        ref_codes = _ref_codes(a.ref_codes, loaded.audio_spec)
     elif a.ref_audio:
         wav, sr = load_audio(a.ref_audio)
         ref_codes = codec.encode([wav], sr)[0].numpy()

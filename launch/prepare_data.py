@@ -33,6 +33,16 @@ import sys
 from pathlib import Path
 
 from higgs_ds.audio_spec import AudioSpec
+from higgs_ds.cli_options import (
+    bounded,
+    device_name,
+    device_names,
+    finite,
+    fraction,
+    non_negative,
+    positive,
+    positive_int,
+)
 from higgs_ds.codec import CodecConfig
 from higgs_ds.data.builder import BuildConfig, build_shards
 from higgs_ds.data.demo import DemoConfig, build_demo
@@ -86,11 +96,11 @@ def _add_build_parser(sub) -> None:
                        help="codec family (default: detected from --codec-path)")
     build.add_argument("--codec-path", "--codec-weights", dest="codec_path",
                        help="local codec: a Higgs Audio v2 tokenizer folder or a DAC weights file")
-    build.add_argument("--codec-device", default="auto",
+    build.add_argument("--codec-device", type=device_names, default="auto",
                        help="auto (every GPU when there are any, else cpu) | cpu | cuda (every visible GPU) | "
                             "cuda:0,cuda:2 (those GPUs): one codec worker per GPU")
-    build.add_argument("--codec-batch-size", type=int, default=8)
-    build.add_argument("--num-codebooks", type=int, help="DAC only: quantizers to keep (default: all)")
+    build.add_argument("--codec-batch-size", type=positive_int, default=8)
+    build.add_argument("--num-codebooks", type=positive_int, help="DAC only: quantizers to keep (default: all)")
     build.add_argument("--audio-spec", type=Path, help="JSON audio spec of precomputed codes (see audio_spec.json)")
     build.add_argument("--shard-size-mb", type=float, default=64.0)
     build.add_argument("--max-samples-per-shard", type=int, default=10_000)
@@ -102,6 +112,8 @@ def _add_build_parser(sub) -> None:
     build.add_argument("--skip-bad", action="store_true", help="reject bad samples to rejects.jsonl instead of failing")
     build.add_argument("--max-seconds", type=float, default=60.0,
                        help="longer audio is a bad sample (read from its header, never decoded): segment it first")
+    build.add_argument("--allow-empty", action="store_true",
+                       help="write an empty shard set when no row is usable (by default that is an error)")
 
 
 def _add_demo_parser(sub) -> None:
@@ -139,7 +151,8 @@ def _build(args) -> dict:
     index = build_shards(BuildConfig(
         manifest=args.manifest, out_dir=args.out, codec=codec, spec=spec, shard_size_mb=args.shard_size_mb,
         max_samples_per_shard=args.max_samples_per_shard, num_workers=args.workers, skip_bad=args.skip_bad,
-        max_seconds=args.max_seconds, part=parse_part(args.part) if args.part else None))
+        max_seconds=args.max_seconds, part=parse_part(args.part) if args.part else None,
+        allow_empty=args.allow_empty))
     return _summary(index)
 
 
@@ -158,13 +171,16 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("--input", nargs="+", required=True, help="audio files, folders, or text files listing paths")
     seg.add_argument("--out", required=True)
     seg.add_argument("--asr", help="local Whisper folder (without it: segments and wavs only, no manifest)")
-    for name, default in [("min-seconds", 1.0), ("max-seconds", 20.0), ("merge-gap", 0.3), ("join-gap", 1.0),
-                          ("pad", 0.1), ("vad-threshold", 0.5), ("min-asr-confidence", 0.4)]:
-        seg.add_argument(f"--{name}", type=float, default=default)
+    for name, default, check in [("min-seconds", 1.0, positive), ("max-seconds", 20.0, positive),
+                                 ("merge-gap", 0.3, non_negative), ("join-gap", 1.0, non_negative),
+                                 ("pad", 0.1, bounded(float, 0, 1)),  # silence kept each side of a cut
+                                 ("vad-threshold", 0.5, bounded(float, 0, 1, low_open=True, high_open=True)),
+                                 ("min-asr-confidence", 0.4, fraction)]:
+        seg.add_argument(f"--{name}", type=check, default=default)
     seg.add_argument("--speaker-pattern", help=r"regex with a (?P<speaker>...) group, searched in each path")
     seg.add_argument("--language", default="ar")
-    seg.add_argument("--device", default="cpu")
-    seg.add_argument("--asr-batch-size", type=int, default=8)
+    seg.add_argument("--device", type=device_name, default="cpu")
+    seg.add_argument("--asr-batch-size", type=positive_int, default=8)
 
 
 def _segment(args) -> dict:
@@ -183,14 +199,16 @@ def _add_filter_parser(sub) -> None:
                           "failed metric, value and threshold). See docs/data.md.")
     filt.add_argument("--manifest", required=True)
     filt.add_argument("--out", required=True)
-    for name, default in [("min-seconds", 1.0), ("max-seconds", 20.0), ("max-clipping", 0.001), ("min-lufs", -45.0),
-                          ("min-snr-db", 10.0), ("min-dnsmos", 3.0), ("max-rate-z", 3.0), ("max-cer", 0.3)]:
-        filt.add_argument(f"--{name}", type=float, default=default)
+    for name, default, check in [("min-seconds", 1.0, non_negative), ("max-seconds", 20.0, positive),
+                                 ("max-clipping", 0.001, fraction), ("min-lufs", -45.0, finite),
+                                 ("min-snr-db", 10.0, finite), ("min-dnsmos", 3.0, finite),
+                                 ("max-rate-z", 3.0, positive), ("max-cer", 0.3, non_negative)]:
+        filt.add_argument(f"--{name}", type=check, default=default)
     filt.add_argument("--asr", help="local Whisper folder: adds CER against the manifest text")
-    filt.add_argument("--loudness-target", type=float, help="LUFS: write kept audio normalised to this loudness")
+    filt.add_argument("--loudness-target", type=finite, help="LUFS: write kept audio normalised to this loudness")
     filt.add_argument("--no-dnsmos", dest="dnsmos", action="store_false")
     filt.add_argument("--dry-run", action="store_true", help="only the report and metrics")
-    filt.add_argument("--device", default="cpu")
+    filt.add_argument("--device", type=device_name, default="cpu")
 
 
 def _filter(args) -> dict:

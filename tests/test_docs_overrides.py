@@ -254,8 +254,9 @@ def test_documented_launch_command_parses(cmd, name, args):
     assert shown <= flags, f"{cmd}: launch/{name}.py has no {sorted(shown - flags)}"
     if cmd.complete:  # a whole command line: the real parser takes it as it stands
         err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
+        try:  # on the machine the docs describe: `--device cuda` names a GPU that exists there
+            with contextlib.redirect_stderr(err), mock.patch("torch.cuda.is_available", return_value=True), \
+                    mock.patch("torch.cuda.device_count", return_value=8):
                 cli_parser(name).parse_args(list(args))
         except (SystemExit, ValueError) as exc:  # argparse exits; a parser that reports user errors raises
             pytest.fail(f"{cmd}: launch/{name}.py refuses it: {err.getvalue().strip() or exc}")

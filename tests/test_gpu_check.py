@@ -7,6 +7,7 @@ import json
 import math
 import re
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ EXPECTED_FILES = {"gpu_check.log", "summary.json", "summary.md"} | {f"{s}.log" f
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"gpu_check_{name}", REPO / "scripts" / "gpu_check" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -125,12 +127,22 @@ def test_real_mode_without_cuda_stops_with_a_clear_error(tmp_path):
 
 
 @pytest.mark.integration
-def test_stages_that_do_not_fit_the_budget_are_skipped(tmp_path):
+def test_stages_that_do_not_fit_the_budget_are_skipped_and_counted(tmp_path):
+    """A skipped stage proved nothing: the run is never reported OK, and exits 3."""
     proc = _run("--dry", "--budget", "20", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert {s["status"] for s in summary["stages"].values()} == {"skipped"}
+    assert {s["status"] for s in summary["stages"].values()} == {"skipped"} and summary["skipped"] == 5
     assert "SKIPPED setup: needs about" in proc.stdout and "SKIPPED memory_probe: needs about" in proc.stdout
+    assert "INCOMPLETE: 5 of 5 stages skipped" in proc.stdout and "finished OK" not in proc.stdout
+    assert "**Incomplete:** 5 of 5 stages skipped" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("budget", ["-5", "0", "nan", "inf", "soon"])
+def test_the_budget_must_be_a_positive_number_of_seconds(budget, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _load("run").parse_args(["--dry", "--budget", budget])
+    assert exit_.value.code == 2 and "not a positive number of seconds" in capsys.readouterr().err
 
 
 def test_closure_check_names_a_dependency_neither_carried_nor_in_the_image(tmp_path):

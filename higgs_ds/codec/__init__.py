@@ -20,6 +20,7 @@ from higgs_ds.codec.base import (
     load_audio,
     sha256_of_files,
 )
+from higgs_ds.device import device_problem
 
 __all__ = ["AudioCodec", "CodecConfig", "CodecLoadError", "detect_codec_kind", "load_audio", "load_codec",
            "load_codec_for_spec", "sha256_of_files"]
@@ -40,6 +41,11 @@ def detect_codec_kind(path: str | Path) -> str:
 
 
 def load_codec(cfg: CodecConfig) -> AudioCodec:
+    """The codec of `cfg`, on its device. A device this machine lacks is named as the problem before the
+    weights are read (never blamed on them)."""
+    problem = device_problem(cfg.device)
+    if problem:
+        raise CodecLoadError(f"the codec's device {cfg.device} is no device of this machine", fix=problem)
     kind = detect_codec_kind(cfg.path) if cfg.kind == "auto" else cfg.kind
     if kind == "dac":
         from higgs_ds.codec.dac import DacCodec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,13 +15,32 @@ import torch
 import torchaudio
 
 from higgs_ds.audio_spec import AudioSpec
-from higgs_ds.errors import CodecError
+from higgs_ds.errors import CodecError, quote
 
 CODEC_KINDS = ("auto", "dac", "higgs")
 
 
 class CodecLoadError(CodecError):
     """A codec folder or file that is not what was asked for (names the path and what is wrong)."""
+
+
+def unreadable_weights(exc: Exception) -> str:
+    """Why a torch weights file did not load, in our words. torch's own text for a refused pickle advises
+    loading it with weights_only=False, which would let the file run code: never passed on."""
+    if isinstance(exc, KeyError):
+        return f"a torch file without the {exc} entry: weights of another model"
+    if isinstance(exc, pickle.UnpicklingError | EOFError) or "weights_only" in str(exc):
+        return "not a torch file of tensors: damaged, another format, or it holds code, which is never loaded"
+    return f"{type(exc).__name__}: {quote(' '.join(str(exc).split()), 120)}"
+
+
+def load_weights(path: Path) -> dict:
+    """A torch weights file, tensors only (weights_only): a CodecLoadError naming it when it cannot be read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
+        raise CodecLoadError(f"{path} cannot be loaded ({unreadable_weights(exc)})",
+                             fix="copy the codec's weights file again from where it was published") from None
 
 
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
@@ -57,8 +77,10 @@ class CodecConfig:
             raise ValueError("a codec path is required (--codec-path)")
         if not Path(self.path).exists():
             raise FileNotFoundError(f"codec path {self.path} does not exist")
-        if (self.num_codebooks is not None and self.num_codebooks < 1) or self.batch_size < 1:
-            raise ValueError(f"invalid codec config {self}")
+        if self.num_codebooks is not None and self.num_codebooks < 1:
+            raise ValueError(f"--num-codebooks {self.num_codebooks} is out of range: give an integer >= 1")
+        if self.batch_size < 1:
+            raise ValueError(f"--codec-batch-size {self.batch_size} is out of range: give an integer >= 1")
 
 
 class AudioCodec(ABC):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from higgs_ds.codec.base import CodecLoadError
+from higgs_ds.codec.base import CodecLoadError, load_weights
 
 HUBERT_SUBFOLDER = "hubert_base"
 SEMANTIC_PREFIX = "semantic_model."
@@ -164,7 +164,7 @@ def _hubert_weights(folder: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(folder / "model.safetensors"))
     if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return load_weights(folder / "pytorch_model.bin")
     raise CodecLoadError(f"{folder}: HuBERT folder has no weights (model.safetensors or pytorch_model.bin)")
 
 
@@ -231,7 +231,7 @@ def load_boson_tokenizer(path: str | Path, semantic_model_path: str | Path | Non
 
     path = Path(path)
     cfg = _read_boson_config(path)
-    raw = torch.load(path / "model.pth", map_location="cpu", weights_only=True)
+    raw = load_weights(path / "model.pth")
     raw = {k: v for k, v in raw.items() if k not in UNUSED_KEYS}
     folder = _hubert_folder(path, semantic_model_path)
     if not any(k.startswith(SEMANTIC_PREFIX) for k in raw):

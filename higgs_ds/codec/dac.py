@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from higgs_ds.audio_spec import AudioSpec
-from higgs_ds.codec.base import AudioCodec, CodecConfig, CodecLoadError, sha256_of_files
+from higgs_ds.codec.base import AudioCodec, CodecConfig, CodecLoadError, sha256_of_files, unreadable_weights
 from higgs_ds.device import resolve_device
 
 
@@ -20,9 +20,12 @@ class DacCodec(AudioCodec):
         import dac  # imported lazily: audiotools is slow to import and only codec users need it
 
         try:
-            self.model = dac.DAC.load(str(cfg.path)).to(resolve_device(cfg.device)).eval()
+            model = dac.DAC.load(str(cfg.path))
         except Exception as exc:  # dac raises KeyError/RuntimeError/UnpicklingError for foreign files
-            raise CodecLoadError(f"{cfg.path}: not a descript-audio-codec weights file ({exc})") from None
+            raise CodecLoadError(f"{cfg.path} is not a descript-audio-codec weights file ({unreadable_weights(exc)})",
+                                 where="--codec-path", fix="give the .pth file DAC's own download or training "
+                                                           "wrote") from None
+        self.model = model.to(resolve_device(cfg.device)).eval()  # the device was checked by load_codec
         available = int(self.model.n_codebooks)
         k = cfg.num_codebooks or available
         if k > available:

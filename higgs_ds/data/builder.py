@@ -77,6 +77,8 @@ class BuildConfig:
     # forward pass, so one multi-hour recording would take all the memory. Segment such files first.
     max_seconds: float = 60.0
     part: tuple[int, int] | None = None  # (i, N): build only part i of N of the manifest (data/parts.py)
+    # A build without a sample is refused (training on it could only fail later); a part may be empty
+    allow_empty: bool = False
 
     def __post_init__(self) -> None:
         manifest = Path(self.manifest)
@@ -277,10 +279,12 @@ def build_shards(cfg: BuildConfig) -> dict:
     out = BUILD_OUTPUT.check(cfg.out_dir, inputs=(cfg.manifest,))
     lines = part_lines(count_lines(cfg.manifest), cfg.part) if cfg.part else None
     manifest_rows = read_manifest(cfg.manifest, cfg.skip_bad, lines)  # a bad line fails before the codec loads
+    refuse_empty(cfg, len(manifest_rows[0]), Counter(r["kind"] for r in manifest_rows[1]))
     # worker i encodes on devices[i]; checked before anything loads
     devices = worker_devices(cfg.codec.device, cfg.num_workers) if cfg.codec else ["cpu"] * (cfg.num_workers or 1)
     spec, codec = resolve_spec(cfg, devices[0])
     entries, plan, plan_rejects = _prepare_plan(cfg, spec, *manifest_rows)
+    refuse_empty(cfg, len(entries), Counter(r["kind"] for r in plan_rejects))  # before the output folder is made
     (BUILD_OUTPUT.create(out) / PROGRESS_DIR).mkdir(exist_ok=True)  # only now: bad input leaves no folder behind
     fingerprint = _fingerprint(cfg, spec, Path(cfg.manifest).read_bytes())
     plan_path = out / PROGRESS_DIR / "plan.json"
@@ -325,8 +329,23 @@ def build_shards(cfg: BuildConfig) -> dict:
                 bar.update(len(plan[futures[future]]))
     bar.close()
     log.info("built %d shards in %.1fs", len(pending), time.time() - start)
-    return write_index(out, [json.loads(stats_path(i).read_text()) for i in range(len(plan))], plan_rejects, spec,
-                       part_record(cfg.manifest, cfg.part, lines) if cfg.part else None)
+    index = write_index(out, [json.loads(stats_path(i).read_text()) for i in range(len(plan))], plan_rejects, spec,
+                        part_record(cfg.manifest, cfg.part, lines) if cfg.part else None)
+    refuse_empty(cfg, index["num_samples"], Counter(index["reject_kinds"]), written=out / "rejects.jsonl")
+    return index
+
+
+def refuse_empty(cfg: BuildConfig, samples: int, rejects: Counter, written: Path | None = None) -> None:
+    """A build that would hold no sample is an error unless `allow_empty` (or it is one part of several).
+    `rejects`: kind -> rows rejected; `written`: the rejects.jsonl already written, if any."""
+    if samples or cfg.allow_empty or cfg.part is not None:
+        return
+    kinds = ", ".join(f"{kind}: {n}" for kind, n in rejects.most_common())
+    why = (f"every row was rejected ({kinds}{f'; see {written}' if written else ''})" if rejects
+           else "it holds no row")
+    raise DataError(f"manifest {cfg.manifest} gives no sample to build: {why}", where="--manifest",
+                    fix="give a manifest with at least one usable row, or pass --allow-empty to write an empty "
+                        "shard set on purpose")
 
 
 def write_index(out: Path, shard_stats: list[dict], plan_rejects: list[dict], spec: AudioSpec,

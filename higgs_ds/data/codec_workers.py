@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from higgs_ds.device import device_problem
 from higgs_ds.errors import ConfigError
 
 _FLAG = "--codec-device"
@@ -21,30 +22,28 @@ _FLAG = "--codec-device"
 
 def visible_devices(device: str) -> list[str]:
     """The devices named by a ``--codec-device`` value: "cuda" (or "auto" with a GPU) is every visible GPU,
-    "cuda:0,cuda:2" those two; "cpu" (or "auto" without a GPU) the CPU; anything else that one device."""
+    "cuda:0,cuda:2" those two; "cpu" (or "auto" without a GPU) the CPU; anything else that one device. A
+    device that does not exist here is a ConfigError naming it, before any codec loads."""
     names = [name.strip() for name in str(device).split(",") if name.strip()]
     if not names:
         raise ConfigError(f"{_FLAG} {device!r} names no device", where=_FLAG,
                           fix="give auto, cpu, cuda or cuda:0,cuda:1")
     if names == ["auto"]:
         names = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+    for name in names:
+        problem = device_problem(name)
+        if problem:
+            raise ConfigError(f"{_FLAG} {device}: {name} is no device of this machine", where=_FLAG, fix=problem)
     if len(names) == 1 and names[0] != "cuda":
         return names
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise ConfigError(f"{_FLAG} {device} but no GPU is visible to this process", where=_FLAG,
-                          fix="use --codec-device cpu, or check CUDA_VISIBLE_DEVICES and the driver")
     if names == ["cuda"]:
-        return [f"cuda:{i}" for i in range(count)]
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     devices = []
     for name in names:
         index = name.removeprefix("cuda:")
         if not name.startswith("cuda:") or not index.isdigit():
             raise ConfigError(f"{_FLAG} {device}: {name!r} is not a GPU of the form cuda:<index>", where=_FLAG,
                               fix="list GPUs as cuda:0,cuda:2 (or give one device: cpu, cuda, cuda:1)")
-        if int(index) >= count:
-            raise ConfigError(f"{_FLAG} {device}: {name} does not exist, {count} GPU(s) are visible", where=_FLAG,
-                              fix=f"name GPUs cuda:0 .. cuda:{count - 1}")
         if f"cuda:{int(index)}" in devices:
             raise ConfigError(f"{_FLAG} {device} names {name} twice", where=_FLAG,
                               fix="name each GPU once; --workers N shares the GPUs among N workers")

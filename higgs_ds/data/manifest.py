@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from higgs_ds.data.text import normalize_arabic
-from higgs_ds.errors import DataError
+from higgs_ds.data.text import EMPTY, normalize_arabic, unspeakable
+from higgs_ds.errors import DataError, quote
 
 _KNOWN_FIELDS = {"id", "text", "audio", "codes", "speaker", "scene", "ref_audio", "ref_codes", "ref_text"}
 _PATH_FIELDS = ("audio", "codes", "ref_audio", "ref_codes")
@@ -96,8 +96,7 @@ def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
         ref_text=record.get("ref_text"), ref_audio=_resolve(base, record.get("ref_audio")),
         ref_codes=_resolve(base, record.get("ref_codes")),
     )
-    if not normalize_arabic(entry.text):
-        raise entry.error("empty_text", "empty 'text'")
+    _check_text(entry, "text", entry.text)
     if (entry.audio is None) == (entry.codes is None):
         raise entry.error("no_audio", "needs exactly one of 'audio' or 'codes'")
     has_ref_source = entry.ref_audio is not None or entry.ref_codes is not None
@@ -105,6 +104,8 @@ def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
         raise entry.error("ref_mismatch", "give 'ref_audio' or 'ref_codes', not both")
     if has_ref_source and not normalize_arabic(entry.ref_text or ""):
         raise entry.error("ref_mismatch", "reference audio/codes given without 'ref_text'")
+    if has_ref_source:
+        _check_text(entry, "ref_text", entry.ref_text)
     if entry.ref_text and not has_ref_source:
         raise entry.error("ref_mismatch", "'ref_text' given without 'ref_audio' or 'ref_codes'")
     for field in _PATH_FIELDS:
@@ -112,6 +113,15 @@ def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
         if path is not None and not _is_file(path):
             raise entry.error("missing_file", f"'{field}' file not found: {path[:300]}")
     return entry
+
+
+def _check_text(entry: ManifestEntry, field: str, text: str | None) -> None:
+    """The text gate (`data/text.py`), as every entry point applies it."""
+    why = unspeakable(text)
+    if why == EMPTY:
+        raise entry.error("empty_text", f"empty '{field}'")
+    if why is not None:
+        raise entry.error("no_words", f"'{field}' {why}: {quote(text)}")
 
 
 def _encodable(text: str) -> bool:

@@ -11,8 +11,9 @@ here, and each one is pinned by a test (tests/data/test_numbers.py):
 
 Forms are nominative (no case inflection from context). Gender follows the counted noun when the
 word after the number is a feminine singular (ending in ة) or a common feminine plural; otherwise
-numbers are masculine. Anything the rules do not cover (dates, digits glued to Latin letters,
-numbers of more than 15 digits) is left exactly as written and counted, never half-read.
+numbers are masculine. Anything the rules do not cover (dates, digits glued to Latin letters, numbers
+in an expression they do not read, such as `10^30`, `3×10` or `1/2`, numbers of more than 15 digits) is
+left exactly as written and counted, never half-read.
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ _HOURS = ["الثانية عشرة", "الواحدة", "الثانية", "الث
 
 _LATIN = re.compile(r"[A-Za-z]+")
 _UNIT_PATTERN = r"°C|°|%|٪|\$|€|£"
+# Numbers joined by an operator the rules do not read (a power, product, quotient, comparison; a "+" with
+# spaces around it is read as "زائد", a glued one is not): the whole expression is left alone.
+_OPERAND = r"[-−+]?\d+(?:[.,]\d+)*"
+_OPERATOR = r"(?:\s*[\^×*/÷=<>≤≥±]\s*|\+)"
 _TOKEN = re.compile(
     r"(?P<date>(?<!\d)\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?!\d))"
     r"|(?P<glued>[A-Za-z]+[-_]?\d+[A-Za-z\d]*|\d+[A-Za-z][A-Za-z\d]*)"
+    r"|(?P<expression>(?<![\d.,])" + _OPERAND + "(?:" + _OPERATOR + _OPERAND + r")+)"
     r"|(?P<time>(?<![\d:])(?P<hour>[01]?\d|2[0-3]):(?P<minute>[0-5]\d)(?![\d:]))"
     r"|(?P<range>(?<![\d.,])(?P<low>\d+)\s?[-–]\s?(?P<high>\d+)(?![\d.,]))"
     r"|(?P<number>(?P<definite>(?<![\u0621-\u064a])و?(?:الـ\s?|ال(?=\d)))?(?:(?P<pre>[$€£%٪])\s?)?"
@@ -84,7 +90,7 @@ class NumberStats:
     """What the normaliser read, and what it left alone and why (kept for the data report)."""
 
     read: Counter = field(default_factory=Counter)  # kind -> count (number, time, percent, unit, ...)
-    left: Counter = field(default_factory=Counter)  # reason -> count (date, glued, too_long)
+    left: Counter = field(default_factory=Counter)  # reason -> count (date, glued, expression, too_long)
     latin_tokens: int = 0
 
     def as_dict(self) -> dict:
@@ -171,9 +177,6 @@ def _is_feminine_noun(word: str) -> bool:
 
 def _read_number(match: re.Match, text: str, stats: NumberStats) -> str:
     int_part = match["int"].replace(",", "")
-    if len(int_part) > _MAX_DIGITS:
-        stats.left["too_long"] += 1
-        return match.group(0)
     unit_symbol = match["post"] or match["pre"]
     sign = {"-": "سالب ", "−": "سالب ", "+": "زائد "}.get(match["sign"] or "", "")
     value = int(int_part)
@@ -219,15 +222,24 @@ def _read_time(match: re.Match, text: str, stats: NumberStats) -> str:
     return f"{said} و{_counted(minute, _MINUTE)}"
 
 
+def _left_alone(match: re.Match) -> str | None:
+    """Why the rules do not read `match` (the count's key), or None when they do."""
+    for reason, group in (("date", "date"), ("glued_to_latin", "glued"), ("expression", "expression")):
+        if match[group]:
+            return reason
+    return "too_long" if match["int"] and len(match["int"].replace(",", "")) > _MAX_DIGITS else None
+
+
 def spell_numbers(text: str, stats: NumberStats | None = None) -> str:
     """Numbers, times, percentages, currency and temperatures in `text` read out as Arabic words."""
     stats = stats if stats is not None else NumberStats()
-    text = text.translate(_DIGITS)
+    written, text = text, text.translate(_DIGITS)  # one character for one: spans match in both
 
     def replace(match: re.Match) -> str:
-        if match["date"] or match["glued"]:
-            stats.left["date" if match["date"] else "glued_to_latin"] += 1
-            return match.group(0)
+        left = _left_alone(match)
+        if left:
+            stats.left[left] += 1
+            return written[match.start():match.end()]  # as written, Eastern digits included
         if match["time"]:
             return _read_time(match, text, stats)
         if match["range"]:

@@ -84,6 +84,23 @@ def normalize_arabic(text: str, cfg: ArabicTextConfig = ArabicTextConfig()) -> s
     return text
 
 
+# ---- the text gate: what every entry point (import, build, generate, ...) accepts as something to say -----
+
+EMPTY = "is empty once normalised"
+NO_WORDS = "has no letter or digit once normalised"  # diacritics, punctuation or emoji alone: nothing to speak
+
+
+def unspeakable(text: str | None) -> str | None:
+    """Why `text` is nothing to say (`EMPTY` or `NO_WORDS`), or None when it passes the gate: at least one
+    letter or digit after the data path's normalisation (the default `ArabicTextConfig`), before numbers are
+    read out. Tatweel and zero-width characters alone normalise to nothing; diacritics, punctuation or
+    emoji alone have no letter to read."""
+    normalised = normalize_arabic(text or "")
+    if not normalised:
+        return EMPTY
+    return None if any(unicodedata.category(ch)[0] in "LN" for ch in normalised) else NO_WORDS
+
+
 # Evaluation spelling: the forms ASR systems and human transcribers use interchangeably are merged
 # before CER/WER, as published Arabic TTS evaluations do.
 _ALEF_FORMS = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ة": "ه", "ى": "ي"})

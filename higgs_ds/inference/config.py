@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -26,8 +27,8 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.max_new_frames < 1:
             raise ValueError(f"GenerationConfig.max_new_frames={self.max_new_frames} must be >= 1")
-        if self.temperature < 0:
-            raise ValueError(f"GenerationConfig.temperature={self.temperature} must be >= 0 (0 = greedy)")
+        if not 0 <= self.temperature < math.inf:  # NaN fails every comparison
+            raise ValueError(f"GenerationConfig.temperature={self.temperature} must be finite and >= 0 (0 = greedy)")
         if self.top_k is not None and self.top_k < 0:
             raise ValueError(f"GenerationConfig.top_k={self.top_k} must be >= 0 (0 or None = off)")
         if self.top_p is not None and not 0 < self.top_p <= 1:

@@ -39,6 +39,13 @@ class LoadedModel:
         return family_for_config(self.model.config)
 
 
+def audio_spec_of(path: str | Path, tag: str | None = None) -> AudioSpec | None:
+    """What the codes of the checkpoint at `path` mean, from its config files alone (no weights read); the
+    same checks of the path and `tag` as `load_model`."""
+    run = find_run_checkpoint(path, tag)
+    return run.audio_spec if run is not None else checkpoint_audio_spec(path)
+
+
 def load_model(path: str | Path, tag: str | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> LoadedModel:
     path = Path(path)

@@ -14,8 +14,8 @@ import torch
 
 from higgs_ds.data.renderer import Renderer
 from higgs_ds.data.schema import PromptConfig, Utterance
-from higgs_ds.data.text import normalize_arabic
-from higgs_ds.errors import ConfigError
+from higgs_ds.data.text import unspeakable
+from higgs_ds.errors import ConfigError, quote
 
 
 @dataclass
@@ -29,9 +29,11 @@ class TTSRequest:
     id: str = "request"
 
     def __post_init__(self) -> None:
-        if not normalize_arabic(self.text):  # tatweel or zero-width characters alone normalise to nothing
-            raise ConfigError(f"TTSRequest {self.id!r}: empty text after normalisation ({self.text[:40]!r})",
-                              fix="give words to speak")
+        given = {"text": self.text} | ({} if self.ref_text is None else {"ref_text": self.ref_text})
+        for name, text in given.items():
+            why = unspeakable(text)  # the text gate of every entry point (data/text.py)
+            if why:
+                raise ConfigError(f"TTSRequest {self.id!r}: {name} {quote(text)} {why}", fix="give words to speak")
         if self.ref_codes is not None:
             self.ref_codes = np.asarray(self.ref_codes)
             if self.ref_codes.ndim != 2 or self.ref_codes.shape[1] == 0:

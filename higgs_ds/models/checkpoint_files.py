@@ -58,7 +58,7 @@ def write_config(directory: str | Path, config: dict) -> None:
     (Path(directory) / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def write_state_dict(state_dict: dict[str, torch.Tensor], directory: str | Path, max_shard_size: str = "5GB",
+def write_state_dict(state_dict: dict[str, torch.Tensor], directory: str | Path, max_shard_size: int | str = "5GB",
                      dtype: torch.dtype | None = None) -> None:
     """safetensors, sharded with an index when larger than `max_shard_size`; tensors cast to `dtype` if given."""
     sd = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in state_dict.items()}

@@ -116,6 +116,10 @@ class AudioEvaluator:
         self.collate = self.renderer.collator(CollatorConfig.from_model_config(model.config))
         self.codec = codec
         self.utterances = utterances
+        # built now: a transcript the text gate refuses (shards built before it existed) stops the run at its
+        # start, not at the first listening eval
+        self.requests = [TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
+                         for u in utterances]
         self.generation = generation
         self.prompt = prompt or PromptConfig()  # must be the training prompt layout
         self.scorer = scorer
@@ -167,9 +171,7 @@ class AudioEvaluator:
         self.model.eval()
         try:
             metrics = self.teacher_forced()
-            requests = [TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
-                        for u in self.utterances]
-            result = generate(self.model, self.renderer, requests, self.generation, self.prompt)
+            result = generate(self.model, self.renderer, self.requests, self.generation, self.prompt)
         finally:
             self.model.train(was_training)
         refs = [torch.as_tensor(u.codes).long() for u in self.utterances]

@@ -18,11 +18,13 @@ from typing import Any, Literal
 import yaml
 
 from higgs_ds.data.loader import LoaderConfig
+from higgs_ds.errors import quote
 from higgs_ds.models import DEFAULT_FAMILY, get_family
 from higgs_ds.ops import OpsBackend
 from higgs_ds.train.audio_eval import AudioEvalConfig
 from higgs_ds.train.lora import LoraConfig
 from higgs_ds.train.tensorboard_log import tensorboard_available
+from higgs_ds.train.yaml_values import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ class LossConfig:
     def __post_init__(self):
         weights = [self.text_weight, self.audio_weight, *(self.codebook_weights or [])]
         if any(w < 0 for w in weights):
-            raise ValueError(f"loss weights must be >= 0, got {weights}")
+            raise ValueError(f"loss weights must be >= 0, got {quote(weights)}")
 
 
 def default_loggers() -> list[str]:
@@ -125,6 +127,10 @@ class TrainConfig:
         check_choices(self)
         if "tensorboard" in self.loggers and not tensorboard_available():
             raise ValueError("loggers: tensorboard is not installed (pip install tensorboard), or drop it from loggers")
+        if self.lora.enabled and self.model.init is None:  # the base stays frozen: it would stay random
+            raise ValueError("lora.enabled without model.init: LoRA adapts a trained model, and the base here "
+                             "would be a frozen random one; set model.init=<checkpoint folder>, or drop "
+                             "lora.enabled to train a fresh model in full")
         if self.lora.enabled and self.freeze != "none":
             raise ValueError(f"lora.enabled with freeze={self.freeze!r}: LoRA chooses what trains (lora.targets, "
                              f"lora.train_audio_*); set freeze=none")
@@ -151,7 +157,7 @@ def _build(cls, values: dict[str, Any], where: str, base=None):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}")
+        raise ValueError(f"unknown config key(s) {', '.join(where + str(k)[:60] for k in unknown)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
@@ -173,7 +179,7 @@ def _typed(value, hint, key: str):
         try:
             value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
         except ValueError:
-            raise ValueError(f"{key}={value!r}: expected a number") from None
+            raise ValueError(f"{key}={quote(value)}: expected a number") from None
     if isinstance(value, int | float) and not isinstance(value, bool) and not _conforms(value, hint) \
             and _conforms(str(value), hint):
         value = str(value)  # run_dir=2024, resume=... : YAML read a number where a string is meant
@@ -181,7 +187,7 @@ def _typed(value, hint, key: str):
         plain = typing.get_origin(hint) is None and isinstance(hint, type)
         wanted = _choices(hint) or ("a group of keys" if dataclasses.is_dataclass(hint) else hint.__name__ if plain
                                     else str(hint))
-        raise ValueError(f"{key}={value!r}: expected {wanted}")
+        raise ValueError(f"{key}={quote(value)}: expected {wanted}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{key}={value!r}: must be finite")
     return value
@@ -207,7 +213,7 @@ def check_choices(obj) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if _choices(hints[f.name]) and not _conforms(value, hints[f.name]):
-            raise ValueError(f"{f.name}={value!r}: expected {_choices(hints[f.name])}")
+            raise ValueError(f"{f.name}={quote(value)}: expected {_choices(hints[f.name])}")
 
 
 def _conforms(value, hint) -> bool:
@@ -244,9 +250,11 @@ def _set_path(tree: dict, dotted: str, raw: str) -> None:
         if not isinstance(tree, dict):
             raise ValueError(f"{dotted}: {p} is a single setting, not a group of keys")
     try:
-        tree[leaf] = yaml.safe_load(raw)  # "3" -> 3, "1e-4" -> 1e-4, "null" -> None, "[1,2]" -> list
+        tree[leaf] = load_yaml(raw)  # "3" -> 3, "1e-4" -> 1e-4, "null" -> None, "[1,2]" -> list
     except yaml.YAMLError as exc:
-        raise ValueError(f"{dotted}={raw!r}: not a YAML value ({getattr(exc, 'problem', exc)})") from None
+        raise ValueError(f"{dotted}={quote(raw)}: not a YAML value ({getattr(exc, 'problem', exc)})") from None
+    except ValueError as exc:
+        raise ValueError(f"{dotted}={quote(raw)}: {exc}") from None
 
 
 def _deep_merge(into: dict, new: dict) -> None:
@@ -281,10 +289,12 @@ def _read_recipe(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"recipe {path} not found (--config): give a YAML file such as recipes/demo.yaml")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = load_yaml(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"recipe {path} is not YAML ({' '.join(str(exc).split())[:200]}): "
                          f"start from recipes/demo.yaml") from None
+    except ValueError as exc:  # a key twice, an alias bomb
+        raise ValueError(f"recipe {path} cannot be read: {exc}") from None
     if tree is not None and not isinstance(tree, dict):
         raise ValueError(f"recipe {path} is a YAML {type(tree).__name__}, not a mapping of keys: "
                          f"write `key: value` lines, as in recipes/demo.yaml")
@@ -299,7 +309,7 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
     _migrate(tree)
     for item in overrides:
         if "=" not in item or not item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=3e-4)")
+            raise ValueError(f"override {quote(item)} must look like key=value (e.g. optim.lr=3e-4)")
         key, raw = item.split("=", 1)
         _set_path(tree, key, raw)
         _migrate(tree, old_wins=True)

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from higgs_ds.errors import ConfigError
+from higgs_ds.errors import ConfigError, quote
 from higgs_ds.models import ModelFamily, family_for_config
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class LoraConfig:
             return self._check_sizes()
         self.targets = list(self.targets)
         if not self.targets or len(set(self.targets)) != len(self.targets):
-            raise ValueError(f"lora.targets={self.targets}: name one or more groups, each once")
+            raise ValueError(f"lora.targets={quote(self.targets)}: name one or more groups, each once")
         self._check_sizes()
 
     def _check_sizes(self) -> None:

@@ -3,7 +3,8 @@
 The stages are data (`STAGES`: name, what it does, its slot on a GPU and in the dry mode, the commands it
 runs and how its result is read), run in the order that finds the most bugs per second: setup, the
 product end to end, kernel tests, benchmarks, the memory probe. A stage that would not fit in what is
-left of the budget is skipped, and the summary says so. `--dry` runs the same stages at toy sizes on the
+left of the budget (positive seconds) is skipped, and the summary counts it: a run with a skipped stage is
+never reported as passed (exit 3). `--dry` runs the same stages at toy sizes on the
 CPU (gloo, the Triton interpreter); without `--dry` and without a CUDA device it stops with a clear error.
 Everything lands in --out: one log per stage, gpu_check.log, summary.md and summary.json (8 files, flat:
 what the device hands back).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -29,6 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESERVE_S = 15  # kept back for the summary
+EXIT_SKIPPED = 3  # nothing failed, but a stage did not run (it did not fit the budget, or setup did not run)
 
 
 @dataclass(frozen=True)
@@ -177,18 +180,23 @@ class Check:
 
     # ---- summary ------------------------------------------------------------------------------
     def finish(self) -> int:
-        self.summary["elapsed_s"] = round(time.monotonic() - self.t0, 1)
+        stages = self.summary["stages"]
+        failed = [n for n, s in stages.items() if s["status"] in ("failed", "timeout")]
+        skipped = [n for n, s in stages.items() if s["status"] == "skipped"]
+        self.summary.update(elapsed_s=round(time.monotonic() - self.t0, 1), failed=len(failed), skipped=len(skipped))
         (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
         (self.out / "summary.md").write_text(render_markdown(self.summary))
-        failed = [n for n, s in self.summary["stages"].items() if s["status"] in ("failed", "timeout")]
-        for name, s in self.summary["stages"].items():
+        for name, s in stages.items():
             self.say(f"{name:13s} {s['status']:8s} {s.get('seconds', 0):6.0f} s  {s.get('reason') or ''}")
         self.say(f"summary: {self.out / 'summary.md'} and summary.json ({self.summary['elapsed_s']:.0f} s of "
                  f"{self.budget:.0f} s)")
+        if skipped:  # a stage that did not run proved nothing: never reported as a pass
+            self.say(f"INCOMPLETE: {len(skipped)} of {len(stages)} stages skipped ({', '.join(skipped)})")
         if self.dry:
-            self.say("no CUDA device used: dry run finished " + ("with failures" if failed else "OK (the stages ran "
-                     "end to end at toy sizes; nothing here was measured on a GPU)"))
-        return 1 if failed else 0
+            self.say("no CUDA device used: dry run finished " + (
+                "with failures" if failed else "without running every stage" if skipped else
+                "OK (the stages ran end to end at toy sizes; nothing here was measured on a GPU)"))
+        return 1 if failed else EXIT_SKIPPED if skipped else 0
 
 
 # ---- the stages: commands and results ------------------------------------------------------------
@@ -331,6 +339,8 @@ def render_markdown(summary: dict) -> str:
                   "proves the sequence runs; none of its numbers is a GPU measurement.", ""]
     if summary.get("error"):
         lines += [f"**Not run:** {summary['error']}", ""]
+    if summary.get("skipped"):
+        lines += [f"**Incomplete:** {summary['skipped']} of {len(stages)} stages skipped (they proved nothing).", ""]
     probe = summary.get("probe")
     if probe:
         versions = ", ".join(f"{k} {v['version']}" for k, v in probe["versions"].items() if v["version"])
@@ -404,10 +414,21 @@ def _memory_lines(probe: dict) -> list[str]:
     return lines
 
 
-def parse_args():
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse converts a string default with it too)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a positive number of seconds")
+    return value
+
+
+def parse_args(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description="GPU check (see scripts/gpu_check.sh)")
     p.add_argument("--dry", action="store_true", help="the same stages at toy sizes on the CPU, even on a GPU")
-    p.add_argument("--budget", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET", 0)) or None,
+    p.add_argument("--budget", type=_seconds, default=os.environ.get("GPU_CHECK_BUDGET") or None,
                    help="seconds for everything (default: the sum of the slots); stages that do not fit are skipped")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "runs" / "gpu_check"))
     p.add_argument("--work", type=Path, default=Path(os.environ.get("GPU_CHECK_WORK", "/tmp/higgs_gpu_check")),
@@ -415,7 +436,7 @@ def parse_args():
     p.add_argument("--wheels", type=Path, default=REPO / ".gpu_wheels")
     p.add_argument("--data", type=Path, help="demo data: train/, eval/, tokenizer/ (default <wheels>/demo)")
     p.add_argument("--stages", default=",".join(STAGE_NAMES), help=f"comma-separated subset of {STAGE_NAMES}")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     args.stages = [s for s in args.stages.split(",") if s]
     unknown = set(args.stages) - set(STAGE_NAMES)
     if unknown:

@@ -10,6 +10,7 @@ need a finished run (the session's reference run, left unchanged)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -36,6 +37,9 @@ from tests.data.synthetic import SPEC, K, write_synthetic_split
 from tests.harness import Launcher, env, output, ranks_cmd
 
 TATWEEL, ZERO_WIDTH = "\u0640\u0640\u0640", "\u200b\u200c\u200d"
+DIACRITICS, EMOJI, PUNCTUATION = "\u064e\u064f\u0650\u0651", "\U0001f600\U0001f389", "؟!... «»"
+ALIAS_BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)) + "steps: [*g]\n"
 
 
 # ---- fixtures: built once per module ------------------------------------------------------------
@@ -95,15 +99,15 @@ def run_unchanged(run, unchanged):
     assert tree_hash(run) == before, "a bad input changed the run"
 
 
-ERROR_LINE = re.compile(r"(rank \d+: )?error:")
+ERROR_LINE = re.compile(r"^(rank \d+: )?error:")
 
 
 def one_error(code: int, err: str, *named: str) -> str:
-    """Exit 2, exactly one `error:` line (any rank's `rank N: error:` counts too) naming every string of
-    `named`, no traceback."""
+    """Exit 2, exactly one error line (`rank N: error:` lines count too) naming every string of `named`, of a
+    readable length (values are quoted by a short prefix), no traceback."""
     lines = [line for line in err.splitlines() if ERROR_LINE.match(line)]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err[-3000:])
-    assert all(n in lines[0] for n in named), (named, lines[0])
+    assert all(n in lines[0] for n in named) and len(lines[0]) <= 2100, (named, lines[0][:3000])
     return lines[0]
 
 
@@ -163,6 +167,14 @@ TRAIN_CASES = {
     "codebook_weights_wrong_length": (lambda d, t: dict(extra=["loss.codebook_weights=[1.0, 2.0]"]),
                                       ["codebook_weights"]),
     "override_without_value": (lambda d, t: dict(extra=["steps"]), ["steps"]),
+    # H17: YAML would keep the second value without a word
+    "recipe_key_twice": (lambda d, t: dict(recipe=str(_write(t / "r.yaml", "steps: 3\nsteps: 5\n"))),
+                         ["r.yaml", "'steps' is given twice (lines 1 and 2)"]),
+    # 322 bytes of nested aliases that stand for 9^7 (4.8 million) values: refused before anything expands them
+    "recipe_alias_bomb": (lambda d, t: dict(recipe=str(_write(t / "r.yaml", ALIAS_BOMB))),
+                          ["r.yaml", "anchors and aliases", "100,000"]),
+    "override_huge_value": (lambda d, t: dict(extra=["precision=" + "x" * 100_000]), ["precision='xxx"]),
+    "lora_without_init": (lambda d, t: dict(extra=["lora.enabled=true"]), ["lora.enabled without model.init"]),  # H18
 }
 
 
@@ -257,8 +269,26 @@ PREPARE_CASES = {
                                ["different manifest", "--out"]),
     "codec_path_missing": (lambda d, t: ["--no-spec", "--codec-path", t / "codec.pth"], ["codec.pth"]),
     "codec_batch_size_zero": (lambda d, t: ["--no-spec", "--codec-path", _write(t / "codec.pth", "x"),
-                                            "--codec-batch-size", "0"], ["batch_size"]),
+                                            "--codec-batch-size", "0"], ["--codec-batch-size", "out of range"]),
+    # a device the machine lacks is named as such, before the weights are read
+    "codec_device_missing": (lambda d, t: ["--no-spec", "--codec-path", _write(t / "codec.pth", "x"),
+                                           "--codec-device", "cuda:99"], ["--codec-device", "cuda:99"]),
+    "codec_device_banana": (lambda d, t: ["--no-spec", "--codec-path", _write(t / "codec.pth", "x"),
+                                          "--codec-device", "banana"], ["--codec-device", "not a device name"]),
+    # H10, H11: the text gate of the importer, applied by build too
+    "diacritics_only_text": (lambda d, t: ["--manifest", _manifest(t, [_codes_row(d, DIACRITICS)])],
+                             ["sample 'x'", "no letter or digit"]),
+    "emoji_only_text": (lambda d, t: ["--manifest", _manifest(t, [_codes_row(d, EMOJI)])],
+                        ["sample 'x'", "no letter or digit"]),
+    "manifest_empty": (lambda d, t: ["--manifest", _write(t / "manifest.jsonl", "")],
+                       ["gives no sample", "holds no row", "--allow-empty"]),
+    "every_row_rejected": (lambda d, t: ["--skip-bad", "--manifest", _manifest(t, [_codes_row(d, PUNCTUATION)])],
+                           ["gives no sample", "every row was rejected (no_words: 1)", "--allow-empty"]),
 }
+
+
+def _codes_row(data: dict, text: str) -> dict:
+    return {"id": "x", "text": text, "codes": str(data["root"] / "codes/u0.npy")}
 
 
 @pytest.mark.parametrize("case", sorted(PREPARE_CASES))
@@ -293,6 +323,79 @@ def test_prepare_filter_reports_an_unreadable_recording_in_one_line(tmp_path, ca
     one_error(*call(prepare_cli.main, args, capsys), "broken.wav")
 
 
+def test_build_of_an_empty_manifest_with_allow_empty_writes_an_empty_set(tmp_path, capsys):
+    manifest = _write(tmp_path / "manifest.jsonl", "")
+    spec = write_spec(tmp_path, SPEC)
+    code, err = call(prepare_cli.main, ["build", "--manifest", manifest, "--out", tmp_path / "shards",
+                                        "--audio-spec", spec, "--allow-empty"], capsys)
+    assert code == 0 and "error" not in err
+    assert json.loads((tmp_path / "shards" / "shards.json").read_text())["num_samples"] == 0
+
+
+# H16 and the other flags of segment and filter: refused as they are read, before any audio or model loads
+PREP_FLAG_CASES = {
+    "segment_vad_threshold_5": (["segment", "--vad-threshold", "5"], ["--vad-threshold", "out of range"]),
+    "segment_pad_negative": (["segment", "--pad", "-0.1"], ["--pad", "out of range"]),
+    "segment_merge_gap_nan": (["segment", "--merge-gap", "nan"], ["--merge-gap", "not a finite number"]),
+    "segment_merge_gap_negative": (["segment", "--merge-gap", "-1"], ["--merge-gap", "out of range"]),
+    "segment_device_banana": (["segment", "--device", "banana"], ["--device", "not a device name"]),
+    "filter_clipping_over_one": (["filter", "--max-clipping", "2"], ["--max-clipping", "out of range"]),
+    "filter_min_lufs_inf": (["filter", "--min-lufs=-inf"], ["--min-lufs", "not a finite number"]),
+    "filter_device_missing": (["filter", "--device", "cuda:99"], ["--device", "cuda:99"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREP_FLAG_CASES))
+def test_segment_and_filter_refuse_bad_flags(case, data, tmp_path, capsys, unchanged):
+    (command, *flags), named = PREP_FLAG_CASES[case]
+    inputs = ["--input", str(data["sound"])] if command == "segment" else ["--manifest", str(data["eval_manifest"])]
+    one_error(*call(prepare_cli.main, [command, *inputs, "--out", tmp_path / "out", *flags], capsys), *named)
+    assert not (tmp_path / "out").exists()
+
+
+def _broken_gzip(src: Path) -> None:
+    _write(src / "corpus_cuts_train.jsonl.gz", "not gzip at all")
+
+
+def _broken_json(src: Path) -> None:
+    import gzip
+
+    _write(src / "corpus_cuts_train.jsonl.gz", gzip.compress(b'{"id": "c1", "start": \n'))
+
+
+def _broken_parquet(src: Path) -> None:
+    _write(src / "train.parquet", "not parquet")
+
+
+# library errors (gzip, JSON, parquet) that name no file: one line naming it
+IMPORT_CASES = {
+    "lhotse_not_gzip": ("lhotse", _broken_gzip, ["corpus_cuts_train.jsonl.gz", "BadGzipFile", "--src"]),
+    "lhotse_bad_json": ("lhotse", _broken_json, ["corpus_cuts_train.jsonl.gz", "JSONDecodeError"]),
+    "hf_not_parquet": ("hf", _broken_parquet, ["train.parquet", "Parquet magic bytes"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPORT_CASES))
+def test_import_names_the_file_a_library_could_not_read(case, tmp_path, capsys):
+    fmt, make, named = IMPORT_CASES[case]
+    src = tmp_path / "corpus"
+    src.mkdir()
+    make(src)
+    before = tree_hash(src)
+    one_error(*call(prepare_cli.main, ["import", "--from", fmt, "--src", src, "--out", tmp_path / "out"], capsys),
+              *named)
+    assert tree_hash(src) == before
+
+
+def test_normalize_text_leaves_an_expression_it_cannot_read_as_written(monkeypatch, capsys):
+    """H15: `10^30` was read as "ten^thirty"; now the whole expression is kept and counted."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("قيمة 10^30 و 3×10 في 2024\n"))
+    assert prepare_cli.main(["normalize-text"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "قيمة 10^30 و 3×10 في ألفان وأربعة وعشرون\n"
+    assert json.loads(err)["left"] == {"expression": 2}
+
+
 # ---- generate ----------------------------------------------------------------------------------
 
 
@@ -311,7 +414,32 @@ GENERATE_CASES = {
     "tokenizer_missing": (["--text", "مرحبا", "--tokenizer", "{tmp}/tok"], ["--tokenizer"]),
     "checkpoint_missing": (["--text", "مرحبا", "CKPT={tmp}/nothing"], ["nothing", "not a folder"]),
     "out_is_a_folder": (["--text", "مرحبا", "--out", "{tmp}"], ["--out"]),
+    # H12-H14: the text gate
+    "punctuation_only_text": (["--text", PUNCTUATION], ["--text", "no letter or digit"]),
+    "emoji_only_text": (["--text", EMOJI], ["--text", "no letter or digit"]),
+    "diacritics_only_text": (["--text", DIACRITICS], ["--text", "no letter or digit"]),
+    "ref_text_punctuation_only": (["--text", "مرحبا", "--ref-text", PUNCTUATION, "--ref-codes", "{tmp}/ref.npy"],
+                                  ["--ref-text", "no letter or digit"]),
+    # flags checked as they are read
+    "temperature_nan": (["--text", "مرحبا", "--temperature", "nan"], ["--temperature", "not a finite number"]),
+    "top_k_negative": (["--text", "مرحبا", "--top-k", "-1"], ["--top-k", "out of range"]),
+    "ras_window_not_a_number": (["--text", "مرحبا", "--ras-window", "many"], ["--ras-window", "not an integer"]),
+    "device_banana": (["--text", "مرحبا", "--device", "banana"], ["--device", "not a device name"]),
+    "device_missing": (["--text", "مرحبا", "--device", "cuda:99"], ["--device", "cuda:99"]),
+    "score_device_banana": (["--text", "مرحبا", "--score-device", "banana"], ["--score-device"]),
+    # against the checkpoint's audio spec (the data folder's audio_spec.json: 8 codebooks of 1024)
+    "ref_codes_out_of_range": (["--text", "مرحبا", "--ref-text", "نص", "--ref-codes", "{tmp}/big.npy"],
+                               ["--ref-codes", "outside [0, 1023]", "max 5000"]),
+    "ref_codes_wrong_codebooks": (["--text", "مرحبا", "--ref-text", "نص", "--ref-codes", "{tmp}/k3.npy"],
+                                  ["--ref-codes", "3 codebooks, expected 8"]),
+    "tag_on_an_export": (["--text", "مرحبا", "--tag", "step000002"], ["--tag", "not a training run"]),  # H19
 }
+
+
+def _ref_codes_files(tmp: Path) -> None:
+    np.save(tmp / "ref.npy", np.zeros((K, 5), np.int64))
+    np.save(tmp / "big.npy", np.full((K, 5), 5000, np.int64))
+    np.save(tmp / "k3.npy", np.zeros((3, 5), np.int64))
 
 
 def _fill(args: list[str], data: dict, tmp: Path) -> list[str]:
@@ -322,6 +450,7 @@ def _fill(args: list[str], data: dict, tmp: Path) -> list[str]:
 def test_generate_refuses_bad_input(case, data, tmp_path, capsys, unchanged):
     """Every one of these is refused before any checkpoint is read (the checkpoint here is the data folder)."""
     args, named = GENERATE_CASES[case]
+    _ref_codes_files(tmp_path)
     args = _fill(args, data, tmp_path)
     ckpt = next((a[5:] for a in args if a.startswith("CKPT=")), str(data["root"]))
     args = [a for a in args if not a.startswith("CKPT=")]
@@ -370,6 +499,15 @@ EXPORT_CASES = {
                                    ["--adapter-only", "not a LoRA run"]),
     "layout_unknown": (lambda r, t: [r / "checkpoints", "--out", t / "e", "--layout", "onnx"], ["--layout"]),
 }
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--max-shard-size", "lots"], ["--max-shard-size", "not a size"]),
+    (["--max-shard-size", "0GB"], ["--max-shard-size", "not a size"]),
+])
+def test_export_refuses_bad_flags_before_reading_the_run(flags, named, tmp_path, capsys):
+    one_error(*call(export_cli.main, [tmp_path / "no_run", "--out", tmp_path / "e", *flags], capsys), *named)
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.integration

@@ -50,7 +50,9 @@ def test_cpu_workers_stay_as_they_are(gpus):
 
 @pytest.mark.parametrize(("visible", "device", "message"), [
     (0, "cuda", "no GPU is visible"),
-    (2, "cuda:0,cuda:5", "cuda:5 does not exist, 2 GPU(s) are visible"),
+    (0, "cuda:7", "cuda:7 is no device of this machine"),  # one device, on a machine without GPUs
+    (2, "cuda:0,cuda:5", "cuda:5 is no device of this machine (--codec-device): 2 GPU(s) are visible"),
+    (2, "banana", "not a device name"),
     (2, "cuda:1,cuda:1", "names cuda:1 twice"),
     (2, "cuda:0,cpu", "'cpu' is not a GPU"),
 ])

@@ -79,6 +79,9 @@ def test_reads_numbers_out(written, spoken):
 @pytest.mark.parametrize("written, reason", [
     ("COVID-19", "glued_to_latin"), ("H2O", "glued_to_latin"), ("MP3", "glued_to_latin"),
     ("2024-01-15", "date"), ("15/01/2024", "date"), ("1234567890123456789", "too_long"),
+    # an expression the rules do not read is kept whole, never half-read ("ten^thirty")
+    ("10^30", "expression"), ("3×10", "expression"), ("3 × 10", "expression"), ("1/2", "expression"),
+    ("2+2=4", "expression"), ("1.5×10^-3", "expression"), ("٣×١٠", "expression"),
 ])
 def test_leaves_what_it_cannot_read_exactly_as_written_and_counts_it(written, reason):
     stats = NumberStats()

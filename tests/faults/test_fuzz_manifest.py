@@ -143,9 +143,10 @@ def test_build_skip_bad_accounts_for_every_row(inputs, capsys, kinds):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "manifest.jsonl").write_bytes(_manifest(kinds, files)[0])
-        capsys.readouterr()
+        capsys.readouterr()  # --allow-empty: an example without a good row is accounted for all the same
         code = prepare_data.main(["build", "--manifest", str(tmp / "manifest.jsonl"), "--out", str(tmp / "shards"),
-                                  "--audio-spec", str(root / "spec.json"), "--skip-bad", "--shard-size-mb", "0.01"])
+                                  "--audio-spec", str(root / "spec.json"), "--skip-bad", "--shard-size-mb", "0.01",
+                                  "--allow-empty"])
         captured = capsys.readouterr()
         assert code == 0, captured.err[-3000:]
         _check_build(tmp, kinds, files, captured.out)
@@ -171,7 +172,7 @@ def test_any_value_in_any_field_is_either_sharded_or_rejected(inputs, capsys, ch
         (tmp / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         capsys.readouterr()
         code = prepare_data.main(["build", "--manifest", str(tmp / "manifest.jsonl"), "--out", str(tmp / "shards"),
-                                  "--audio-spec", str(root / "spec.json"), "--skip-bad"])
+                                  "--audio-spec", str(root / "spec.json"), "--skip-bad", "--allow-empty"])
         assert code == 0, capsys.readouterr().err[-3000:]
         index = json.loads((tmp / "shards" / INDEX_NAME).read_text())
         rejected = {int(r["where"].rsplit(":", 1)[1]) for r in read_jsonl(tmp / "shards" / "rejects.jsonl")}

@@ -39,14 +39,18 @@ STEPS = ("steps=4", "log_every=1", "save_every=2", "eval_every=0", "predict_ever
 
 
 # ---- units -------------------------------------------------------------------------------------
-def test_config_names_an_unknown_group_and_refuses_freeze():
+def test_config_names_an_unknown_group_and_refuses_freeze_or_no_base(tmp_path):
+    init = f"model.init={tmp_path}"
     with pytest.raises(ValueError, match="'mlp_text'"):
-        load_config(None, ["lora.enabled=true", "lora.targets=[attention,mlp_text]"])
+        load_config(None, ["lora.enabled=true", init, "lora.targets=[attention,mlp_text]"])
     with pytest.raises(ValueError, match="freeze=none"):
-        load_config(None, ["lora.enabled=true", "freeze=audio_only"])
+        load_config(None, ["lora.enabled=true", init, "freeze=audio_only"])
+    with pytest.raises(ValueError, match="lora.enabled without model.init"):  # adapters on a frozen random model
+        load_config(None, ["lora.enabled=true"])
     with pytest.raises(ValueError, match="rank must be >= 1"):
         LoraConfig(rank=0)
-    cfg = load_config(None, ["lora.enabled=true", "lora.targets=[audio_mlp]", "lora.train_audio_embeddings=true"])
+    cfg = load_config(None, ["lora.enabled=true", init, "lora.targets=[audio_mlp]",
+                             "lora.train_audio_embeddings=true"])
     assert cfg.lora.targets == ["audio_mlp"] and cfg.lora.fully_trained_modules(get_family(cfg.model.arch)) == [
         "audio_codebook_embeddings"]
     assert LoraConfig.from_run_config(cfg.to_dict()) == cfg.lora

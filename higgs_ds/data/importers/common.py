@@ -6,9 +6,9 @@ in ``train.jsonl`` / ``eval.jsonl`` or in ``rejects.jsonl`` (the builder's recor
 reason), and ``read == written + rejected`` is checked before the summary is returned.
 
 Checks, in order: the audio exists and decodes to at least one sample (in-memory audio is written to
-``<out>/audio/NNNNNNN.wav`` first), the line passes :func:`higgs_ds.data.manifest.parse_line` (ids, text,
-paths), the text has a letter or digit, and the id is new (after it is made tar-safe). Text is written
-as it came; the renderer normalises it later.
+``<out>/audio/NNNNNNN.wav`` first), the line passes :func:`higgs_ds.data.manifest.parse_line` (ids, paths,
+and the text gate of ``data/text.py``: a letter or digit), and the id is new (after it is made tar-safe).
+Text is written as it came; the renderer normalises it later.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import io
 import json
 import os
 import random
-import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import soundfile
 from tqdm import tqdm
 
 from higgs_ds.data.manifest import BadSampleError, parse_line
+from higgs_ds.errors import DataError, UserError, quote
 from higgs_ds.output_guard import OutputKind
 
 FORMAT_OPTIONS = {  # options that only make sense for one format (None = not given)
@@ -150,19 +151,13 @@ def _audio_for_manifest(row: SourceRow, index: int, out: Path) -> tuple[str, flo
     return relative, data.shape[0] / rate
 
 
-def _has_words(text: str) -> bool:
-    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
-
-
 def _accept(row: SourceRow, index: int, keys: dict[str, str], out: Path) -> Accepted:
     audio, seconds = _audio_for_manifest(row, index, out)
     record = {"id": row.id, "text": row.text, "audio": audio}
     if row.speaker is not None:
         record["speaker"] = row.speaker
     try:
-        entry = parse_line(json.dumps(record, ensure_ascii=False), index, out / "train.jsonl")
-        if not _has_words(entry.text):
-            raise entry.error("no_words", f"text has no letter or digit: {entry.text!r}")
+        entry = parse_line(json.dumps(record, ensure_ascii=False), index, out / "train.jsonl")  # the text gate too
         if entry.key in keys:
             raise entry.error("duplicate_id", f"duplicate id (clashes with {keys[entry.key]})")
     except BadSampleError as exc:
@@ -206,6 +201,23 @@ def text_lines(path: Path) -> Iterator[tuple[str, str | None]]:
 
 def not_utf8(where: str) -> BadSampleError:
     return BadSampleError(where, None, "malformed_line", "line is not valid UTF-8")
+
+
+@contextmanager
+def reading(path: Path | Callable[[], Path], what: str) -> Iterator[None]:
+    """What a library raises while reading a corpus file (gzip, JSON, parquet, ...) becomes one DataError
+    naming the file: the library's own text rarely does. `path` may be a function that finds the file
+    once something failed."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:  # pyarrow's errors are ValueErrors
+        culprit = path() if callable(path) else path
+        detail = quote(" ".join(str(exc).split()), 160)
+        raise DataError(f"cannot read {what} {culprit} ({type(exc).__name__}: {detail})", where="--src",
+                        fix="check that the file is whole and in the format --from names (copy it again if it was "
+                            "cut short)") from None
 
 
 # ---- split and reference pairing ----------------------------------------------------------------

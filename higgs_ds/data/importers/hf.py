@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from higgs_ds.data.importers.common import AudioArray, ImportConfig, SourceRow
+from higgs_ds.data.importers.common import AudioArray, ImportConfig, SourceRow, reading
 from higgs_ds.data.manifest import BadSampleError
 
 _SAVED_MARKERS = ("dataset_dict.json", "state.json")  # written by save_to_disk
@@ -23,10 +23,11 @@ def _load(src: Path, split: str | None):
     """The chosen split as a Dataset/IterableDataset, and its name."""
     import datasets  # slow import, only for this format
 
-    if any((src / marker).is_file() for marker in _SAVED_MARKERS):
-        loaded = datasets.load_from_disk(str(src))
-    else:
-        loaded = datasets.load_dataset(str(src), streaming=True)
+    with reading(lambda: _damaged_file(src), "the dataset"):
+        if any((src / marker).is_file() for marker in _SAVED_MARKERS):
+            loaded = datasets.load_from_disk(str(src))
+        else:
+            loaded = datasets.load_dataset(str(src), streaming=True)
     if not isinstance(loaded, datasets.DatasetDict | datasets.IterableDatasetDict):
         if split is not None:
             raise ValueError(f"{src} holds a single dataset without named splits; drop --split")
@@ -69,15 +70,33 @@ def read_hf(cfg: ImportConfig) -> Iterator[SourceRow | BadSampleError]:
         raise ValueError(f"{src} ({name}) has no columns {missing}; its columns are {columns}")
     if isinstance((dataset.features or {}).get(audio_col), datasets.Audio):
         dataset = dataset.cast_column(audio_col, datasets.Audio(decode=False))
-    for index, row in enumerate(dataset):
-        where = f"{name}[{index}]"
-        sample_id = row[cfg.id_column] if cfg.id_column else f"{name}_{index:07d}"
-        sample_id = None if sample_id is None else str(sample_id)
+    with reading(lambda: _damaged_file(src), "the dataset"):  # streaming: files are read while iterating
+        for index, row in enumerate(dataset):
+            yield _row(row, index, name, cfg, src, audio_col, text_col)
+
+
+def _row(row: dict, index: int, name: str, cfg: ImportConfig, src: Path, audio_col: str,
+         text_col: str) -> SourceRow | BadSampleError:
+    where = f"{name}[{index}]"
+    sample_id = row[cfg.id_column] if cfg.id_column else f"{name}_{index:07d}"
+    sample_id = None if sample_id is None else str(sample_id)
+    try:
+        audio = _audio_source(row[audio_col], src)
+    except TypeError as exc:
+        return BadSampleError(where, sample_id, "unreadable_audio", f"column {audio_col!r} holds {exc}")
+    text = row[text_col] if isinstance(row[text_col], str) else None
+    speaker = row[cfg.speaker_column] if cfg.speaker_column else None
+    return SourceRow(where, sample_id, text, audio, None if speaker is None else str(speaker))
+
+
+def _damaged_file(src: Path) -> Path:
+    """The data file a failed read most likely came from: the first parquet file whose footer cannot be read
+    (pyarrow's error names none), else the folder."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(src.rglob("*.parquet")):
         try:
-            audio = _audio_source(row[audio_col], src)
-        except TypeError as exc:
-            yield BadSampleError(where, sample_id, "unreadable_audio", f"column {audio_col!r} holds {exc}")
-            continue
-        text = row[text_col] if isinstance(row[text_col], str) else None
-        speaker = row[cfg.speaker_column] if cfg.speaker_column else None
-        yield SourceRow(where, sample_id, text, audio, None if speaker is None else str(speaker))
+            pq.read_metadata(path)
+        except Exception:  # noqa: BLE001 - any failure marks the file
+            return path
+    return src

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from higgs_ds.data.importers.common import AudioArray, ImportConfig, SourceRow
+from higgs_ds.data.importers.common import AudioArray, ImportConfig, SourceRow, reading
 from higgs_ds.data.manifest import BadSampleError
 
 _TOLERANCE_S = 1e-3  # lhotse's own tolerance when it matches supervisions to recordings
@@ -37,23 +37,25 @@ def _pick(folder: Path, kind: str, split: str | None) -> list[Path]:
     return found
 
 
-def _load(cfg: ImportConfig, lhotse) -> tuple[object, str, list[BadSampleError]]:
-    """The cuts to read, the name rows are reported under, and supervisions no recording has."""
+def _load(cfg: ImportConfig, lhotse) -> tuple[object, Path, list[BadSampleError]]:
+    """The cuts to read, the file rows are reported under, and supervisions no recording has."""
     src = Path(cfg.src)
     cuts = [src] if src.is_file() else _pick(src, "cuts", cfg.split)
     if cuts:  # read lazily, one cut at a time: a corpus's cuts need not fit in memory
-        return lhotse.CutSet.from_jsonl_lazy(cuts[0]), cuts[0].name, []
+        return lhotse.CutSet.from_jsonl_lazy(cuts[0]), cuts[0], []
     recordings, supervisions = _pick(src, "recordings", cfg.split), _pick(src, "supervisions", cfg.split)
     if not (recordings and supervisions):
         raise FileNotFoundError(f"{src}: no lhotse manifests{f' of split {cfg.split}' if cfg.split else ''} "
                                 "(a *cuts*.jsonl.gz, or *recordings*.jsonl.gz + *supervisions*.jsonl.gz)")
-    recording_set = lhotse.RecordingSet.from_file(recordings[0])
-    supervision_set = lhotse.SupervisionSet.from_file(supervisions[0])
+    with reading(recordings[0], "the lhotse manifest"):
+        recording_set = lhotse.RecordingSet.from_file(recordings[0])
+    with reading(supervisions[0], "the lhotse manifest"):
+        supervision_set = lhotse.SupervisionSet.from_file(supervisions[0])
     orphans = [BadSampleError(f"{supervisions[0].name}: {s.id}", s.id, "missing_audio",
                               f"no recording {s.recording_id!r} in {recordings[0].name}")
                for s in supervision_set if s.recording_id not in recording_set]
     cuts = lhotse.CutSet.from_manifests(recordings=recording_set, supervisions=supervision_set)
-    return cuts, recordings[0].name, orphans
+    return cuts, recordings[0], orphans
 
 
 def _whole_file(cut) -> Path | None:
@@ -93,11 +95,12 @@ def _row(cut, supervision, where: str) -> SourceRow | BadSampleError:
 
 def read_lhotse(cfg: ImportConfig) -> Iterator[SourceRow | BadSampleError]:
     lhotse = _import_lhotse()
-    cuts, name, orphans = _load(cfg, lhotse)
-    for number, cut in enumerate(cuts, start=1):
-        where = f"{name}:{number} ({cut.id})"
-        if not cut.supervisions:
-            yield BadSampleError(where, cut.id, "no_supervision", "cut has no supervision (no transcript)")
-        for supervision in cut.supervisions:
-            yield _row(cut, supervision, where)
+    cuts, source, orphans = _load(cfg, lhotse)
+    with reading(source, "the lhotse manifest"):  # lazy cuts: a damaged line fails while iterating
+        for number, cut in enumerate(cuts, start=1):
+            where = f"{source.name}:{number} ({cut.id})"
+            if not cut.supervisions:
+                yield BadSampleError(where, cut.id, "no_supervision", "cut has no supervision (no transcript)")
+            for supervision in cut.supervisions:
+                yield _row(cut, supervision, where)
     yield from orphans

@@ -103,7 +103,7 @@ def passthrough_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(state_dict: dict[str, torch.Tensor], config: HiggsTTS3Config, directory: str | Path,
-                    layout: str = "released", init: Path | None = None, max_shard_size: str = "5GB") -> Path:
+                    layout: str = "released", init: Path | None = None, max_shard_size: int | str = "5GB") -> Path:
     """Write the released layout: config.json + safetensors with Boson's names. When the run started from a
     TTS 3 folder (`init`), its bundled codec tensors are copied unchanged and the model tensors take that
     folder's dtype."""

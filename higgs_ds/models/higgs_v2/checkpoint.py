@@ -166,7 +166,7 @@ def checkpoint_state_dict(directory: Path, config: HiggsAudioConfig, shapes: dic
 
 # ---- saving ----------------------------------------------------------------------------------
 def save_checkpoint(state_dict: dict[str, torch.Tensor], config: HiggsAudioConfig, directory: str | Path,
-                    layout: str = "boson", init: Path | None = None, max_shard_size: str = "5GB") -> Path:
+                    layout: str = "boson", init: Path | None = None, max_shard_size: int | str = "5GB") -> Path:
     """Write config.json + safetensors (sharded with an index when larger than `max_shard_size`).
 
     "hf" output loads with `HiggsAudioV2ForConditionalGeneration.from_pretrained(dir, use_text_head=True)`.
