@@ -43,8 +43,8 @@ CASES = {
                               ["model and data disagree"]),
     "unknown_family": (lambda d, t: ["model.arch=higgs_v9"], ["unknown model family", "higgs_v2_dualffn"]),
     "family_module_missing": (lambda d, t: ["model.arch=no_such_pkg.families:FAMILY"], ["cannot import"]),
-    "lora_group_the_family_lacks": (lambda d, t: ["model.arch=higgs_tts3", "lora.enabled=true",
-                                                  "lora.targets=[audio_mlp]"], ["audio_mlp", "higgs_tts3"]),
+    "lora_group_the_family_lacks": (lambda d, t: ["model.arch=higgs_tts3", "lora.targets=[audio_mlp]"],
+                                    ["audio_mlp", "higgs_tts3"]),
     "train_split_without_samples": (lambda d, t: [f"data.shards={_empty_split(d, t)}"], ["holds 0 samples"]),
     "too_few_samples_for_the_workers": (lambda d, t: ["data.num_workers=40"], ["holds 16 samples", "40"]),
 }
