@@ -36,24 +36,44 @@ EVAL_SETS = (("", "", "held-out prompts"), ("train", "train/", "training prompts
 _STEP_DIR = re.compile(r"^step(\d+)$")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Every record of a JSONL file; a half-written last line (a run writing it now) is skipped, a bad line
-    elsewhere is an error naming the file and line."""
+def read_jsonl(path: Path, needs: tuple[str, ...] = ()) -> list[dict]:
+    """Every record of a JSONL file, each a JSON object holding the keys `needs`; a half-written last line (a
+    run writing it now) is skipped, a bad line elsewhere is an error naming the file and line."""
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().splitlines()
     records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             if number == len(lines):
                 break
-            raise CheckpointError(f"not a JSON record ({exc.msg})", where=f"{path}:{number}",
-                                  fix="remove or repair that line") from None
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not a JSON record ({exc.msg})"
+            raise CheckpointError(why, where=f"{path}:{number}", fix="remove or repair that line") from None
+        missing = [key for key in needs if key not in record] if isinstance(record, dict) else None
+        if missing is None or missing:
+            what = f"a JSON {type(record).__name__}, not a record" if missing is None else f"a record without {missing}"
+            raise CheckpointError(what, where=f"{path}:{number}", fix="remove or repair that line")
+        records.append(record)
     return records
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object file (config.json), or {} when there is none; anything else is an error naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"not a JSON file ({type(exc).__name__})", where=str(path),
+                              fix="repair it, or remove it (the report then shows no config)") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"a JSON {type(value).__name__}, not an object", where=str(path),
+                              fix="repair it, or remove it (the report then shows no config)")
+    return value
 
 
 def compare_codes(generated: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -144,9 +164,8 @@ def read_run(run_dir: str | Path) -> RunFiles:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError("no such run directory", where=str(run_dir), fix="pass runs/<run>")
-    config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    config = read_json_object(run_dir / "config.json")
+    metrics = read_jsonl(run_dir / "metrics.jsonl", needs=("step",))
     audio_eval: dict[int, dict] = {}
     for record in (r for r in metrics if r.get("kind") == "audio_eval"):  # one record per prompt set and step
         audio_eval.setdefault(record["step"], {}).update(record)
