@@ -1,7 +1,7 @@
 """Higgs TTS 3 end to end on tiny stand-ins: a folder in the released layout -> a 2-rank ZeRO-3 run through
 `deepspeed launch/train.py` with the TTS 3 prompt -> export back in the released layout (codec tensors
-byte for byte) -> generation from the export, with room for the TTS 3 stopping rule, equal to generation from
-the run's own checkpoint."""
+byte for byte, and tensor for tensor the run's checkpoint rounded to bf16) -> generation from the export, with room for
+the TTS 3 stopping rule, equal to generation from the run's own checkpoint."""
 
 from __future__ import annotations
 
@@ -73,10 +73,13 @@ def test_tts3_folder_trains_exports_and_generates(tmp_path):
     assert rows.shape[0] == 8 and 8 <= rows.shape[1] <= 24 and (result.finished[0] or rows.shape[1] == 24)
     assert rows[1:, 0].eq(1024).all() and result.codes[0].shape == (8, rows.shape[1] - 7)  # BOC above row 0
 
-    # the export is the run: the run's last checkpoint, rounded to the release's bf16, generates the same rows
+    # the export is the run: the run's last checkpoint, rounded to the release's bf16, tensor for tensor, and it
+    # generates the same rows
     trained = load_model(run)
     with torch.no_grad():
         for p in trained.model.parameters():
             p.copy_(p.to(torch.bfloat16).float())
+    exported = loaded.model.state_dict()
+    assert all(torch.equal(exported[name], t) for name, t in trained.model.state_dict().items())
     again = generate(trained.model, renderer, [TTSRequest("hello world")], greedy)
     assert torch.equal(again.delayed[0], result.delayed[0]) and again.finished == result.finished
