@@ -1,7 +1,7 @@
 """Higgs TTS 3 end to end on tiny stand-ins: a folder in the released layout -> a 2-rank ZeRO-3 run through
-`deepspeed launch/train.py` with the TTS 3 prompt -> export back in the released layout (codec tensors
-byte for byte, and tensor for tensor the run's checkpoint rounded to bf16) -> generation from the export, with room for
-the TTS 3 stopping rule, equal to generation from the run's own checkpoint."""
+`deepspeed launch/train.py` with the TTS 3 prompt -> export back in the released layout (codec tensors byte
+for byte, and tensor for tensor the run's checkpoint rounded to bf16) -> generation from the export, with
+room for the TTS 3 stopping rule, equal to generation from the run's own checkpoint."""
 
 from __future__ import annotations
 
