@@ -7,7 +7,8 @@ arguments and files, so another rank leaves the report to rank 0 (whose exit mak
 every rank), but not for ever: exiting at once could have the launcher stop rank 0 before it printed
 anything, so after `PEER_GRACE_S` a rank still running prints its own. After the rendezvous an error
 can be one rank's alone (a shard only it reads, its own checkpoint file): that rank prints it at once,
-as `rank N: error: ...`. An error caused by a peer's exit is not reported as the rank's own. Any other
+as `rank N: error: ...`; an error every rank meets alike (`every_rank`: the run's disk is full or read-only)
+is still left to rank 0. An error caused by a peer's exit is not reported as the rank's own. Any other
 exception is a bug and keeps its traceback (that is what a bug report needs).
 
 `run_cli(main, argv)` applies this to a command line's `main`; `ArgumentParser` reports flag errors in
@@ -30,6 +31,7 @@ class UserError(Exception):
     """Bad input. `where` names the file, key or sample; `fix` says what to do about it."""
 
     exit_code = 2
+    every_rank = False  # an error that every rank meets alike, even after the rendezvous (a full disk)
 
     def __init__(self, *args, where: str | None = None, fix: str | None = None) -> None:
         if args and isinstance(args[0], str) and (where or fix):
@@ -100,7 +102,7 @@ def _group_started() -> bool:
 
 def report(exc: UserError) -> None:
     rank = process_rank()
-    if rank != 0 and not _group_started():
+    if rank != 0 and (not _group_started() or exc.every_rank):
         # the launcher stops this rank with SIGTERM once rank 0 has exited: then quietly, with this status
         for stop in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop, lambda *_: os._exit(exc.exit_code))

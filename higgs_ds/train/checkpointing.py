@@ -53,9 +53,10 @@ SLOW_SAVE_S = 5.0
 
 class CheckpointWriteError(UserError, OSError):
     """A checkpoint could not be written; the previous complete checkpoint is untouched. Exit status 1:
-    the input was fine, the disk was not."""
+    the input was fine, the disk was not. Every rank writes to the same run folder, so rank 0 says it."""
 
     exit_code = 1
+    every_rank = True
 
 
 def _fault(point: str, step: int, tag_dir: Path) -> None:
