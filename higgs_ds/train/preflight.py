@@ -41,21 +41,22 @@ def check_training_inputs(cfg: TrainConfig, ds_json: str) -> None:
             raise DataError(f"{Path(split) / 'shards.json'} not found", where=f"{key}={split}",
                             fix="point it at a folder built by `python launch/prepare_data.py build` (or demo)")
     try:
-        data_audio_spec(cfg)  # the splits' specs agree with each other and with loss.codebook_weights
+        spec = data_audio_spec(cfg)  # the splits' specs agree with each other and with loss.codebook_weights
     except UserError:
         raise
     except (ValueError, OSError, KeyError) as exc:
         raise DataError(str(exc), where=f"data.shards={cfg.data.shards}") from None
     world = launcher_world_size()
     check_enough_samples(cfg, world)
-    family, model_cfg = check_model_family(cfg)
+    family, model_cfg = check_model_family(cfg, spec)
+    shapes = parameter_shapes(family, model_cfg)
     ckpt_dir = Path(cfg.run_dir) / "checkpoints"
     check_writable(Path(cfg.run_dir), "run_dir")
     check_writable(ckpt_dir, "run_dir")
     tag = choose_resume_tag(ckpt_dir, cfg.resume, warn=False)
     if tag:
-        check_resume_tag(ckpt_dir / tag, cfg, world, family, model_cfg)
-    warn_if_short_of_space(ckpt_dir, family, model_cfg)
+        check_resume_tag(ckpt_dir / tag, cfg, world, family, shapes)
+    warn_if_short_of_space(ckpt_dir, shapes)
 
 
 def check_enough_samples(cfg: TrainConfig, world: int) -> None:
@@ -73,7 +74,8 @@ def check_enough_samples(cfg: TrainConfig, world: int) -> None:
                             where=f"{key}={split}", fix="build more data, or use fewer ranks or data.num_workers")
 
 
-def check_resume_tag(tag_dir: Path, cfg: TrainConfig, world: int, family: ModelFamily, model_cfg) -> None:
+def check_resume_tag(tag_dir: Path, cfg: TrainConfig, world: int, family: ModelFamily,
+                     wanted: dict[str, tuple[int, ...]]) -> None:
     """The checkpoint to resume was written by as many ranks, for the same family and model shape."""
     saved_world = json.loads((tag_dir / COMPLETE).read_text()).get("world_size")
     if saved_world not in (None, world):
@@ -85,7 +87,7 @@ def check_resume_tag(tag_dir: Path, cfg: TrainConfig, world: int, family: ModelF
         raise CheckpointError(f"checkpoint {tag_dir.name} is a {run.family.name} run, model.arch={family.name}",
                               where=f"resume={cfg.resume}",
                               fix="resume with the run's model.arch, or use a new run_dir")
-    saved, wanted = parameter_shapes(family, run.model_config), parameter_shapes(family, model_cfg)
+    saved = parameter_shapes(family, run.model_config)
     differ = sorted(n for n in saved.keys() | wanted.keys() if saved.get(n) != wanted.get(n))
     if differ:
         shown = ", ".join(f"{n} {saved.get(n)} -> {wanted.get(n)}" for n in differ[:3])
@@ -104,9 +106,9 @@ def parameter_shapes(family: ModelFamily, model_cfg) -> dict[str, tuple[int, ...
 CHECKPOINT_BYTES_PER_PARAMETER = 16
 
 
-def warn_if_short_of_space(ckpt_dir: Path, family: ModelFamily, model_cfg) -> None:
+def warn_if_short_of_space(ckpt_dir: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     """A warning (rank 0) when the disk cannot hold a new checkpoint next to the one it replaces."""
-    need = 2 * CHECKPOINT_BYTES_PER_PARAMETER * sum(math.prod(s) for s in parameter_shapes(family, model_cfg).values())
+    need = 2 * CHECKPOINT_BYTES_PER_PARAMETER * sum(math.prod(s) for s in shapes.values())
     free = shutil.disk_usage(_existing(ckpt_dir)).free
     if free < need and process_rank() == 0:
         log.warning("warning: %s has %.1f GB free; a checkpoint of this model needs about %.1f GB while the "
@@ -114,12 +116,11 @@ def warn_if_short_of_space(ckpt_dir: Path, family: ModelFamily, model_cfg) -> No
                     ckpt_dir, free / 1e9, need / 1e9)
 
 
-def check_model_family(cfg: TrainConfig) -> tuple[ModelFamily, object]:
-    """`model.arch`, `model.init` and the tokenizer are of one family, the shards' codes are what the model
-    embeds, and the LoRA groups exist in the family. Reads config.json and the tokenizer, no weights."""
+def check_model_family(cfg: TrainConfig, spec) -> tuple[ModelFamily, object]:
+    """`model.arch`, `model.init` and the tokenizer are of one family, the shards' codes (`spec`) are what the
+    model embeds, and the LoRA groups exist in the family. Reads config.json and the tokenizer, no weights."""
     family = get_family(cfg.model.arch)
     tokenizer = load_tokenizer(cfg.data.tokenizer, family)
-    spec = data_audio_spec(cfg)
     try:
         model_cfg = model_config(cfg, family, tokenizer, spec)
         check_data_matches_model(cfg, model_cfg, spec)
