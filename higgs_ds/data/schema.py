@@ -73,6 +73,7 @@ class Utterance:
     ref_text: str | None = None
     ref_codes: np.ndarray | None = None  # [K, T_ref]
     meta: dict = field(default_factory=dict)
+    rejected_codes: np.ndarray | None = None  # [K, T_rej]: a preference pair's rejected sample (`codes` = chosen)
 
     @property
     def frames(self) -> int:

@@ -4,6 +4,8 @@ Each sample is a group of members sharing a key (the sample id made tar-safe)::
 
     {key}.codes.npy      int16 [K, T]     target codes
     {key}.ref_codes.npy  int16 [K, T_ref] voice-cloning reference codes (optional)
+    {key}.rejected_codes.npy int16 [K, T_rej] a preference pair's rejected sample (pair shards only;
+                         ``codes`` is then the chosen one, so a pair shard also trains supervised)
     {key}.json           UTF-8 JSON: id, text, speaker, scene, ref_text, frames, ref_frames
 
 Codes, not token ids, are stored, so the tokenizer and prompt layout can change without a rebuild.
@@ -48,11 +50,15 @@ def utterance_to_tar_sample(key: str, utt: Utterance) -> dict:
     meta = {"id": utt.id, "text": utt.text, "speaker": utt.speaker, "scene": utt.scene, "ref_text": utt.ref_text,
             "frames": int(utt.codes.shape[1]),
             "ref_frames": 0 if utt.ref_codes is None else int(utt.ref_codes.shape[1]), **utt.meta}
+    if utt.rejected_codes is not None:
+        meta["rejected_frames"] = int(utt.rejected_codes.shape[1])
     sample = {"__key__": key, "codes.npy": utt.codes.astype(np.int16),
               # ensure_ascii=False keeps Arabic readable with `tar -xO`
               "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")}
     if utt.ref_codes is not None:
         sample["ref_codes.npy"] = utt.ref_codes.astype(np.int16)
+    if utt.rejected_codes is not None:
+        sample["rejected_codes.npy"] = utt.rejected_codes.astype(np.int16)
     return sample
 
 
@@ -68,13 +74,17 @@ def tar_sample_to_utterance(sample: dict, spec: AudioSpec) -> Utterance:
     if "ref_codes.npy" in sample:
         ref_codes = validate_codes(np.load(io.BytesIO(sample["ref_codes.npy"]), allow_pickle=False), k, size,
                                    f"{where} (ref)")
+    rejected = None
+    if "rejected_codes.npy" in sample:
+        rejected = validate_codes(np.load(io.BytesIO(sample["rejected_codes.npy"]), allow_pickle=False), k, size,
+                                  f"{where} (rejected)")
     if not meta.get("text"):
         raise ValueError(f"{where}: empty text")
     extra = {k: v for k, v in meta.items() if k not in ("id", "text", "speaker", "scene", "ref_text", "frames",
-                                                         "ref_frames")}
+                                                         "ref_frames", "rejected_frames")}
     return Utterance(id=meta.get("id", sample["__key__"]), text=meta["text"], codes=codes,
                      speaker=meta.get("speaker"), scene=meta.get("scene"), ref_text=meta.get("ref_text"),
-                     ref_codes=ref_codes, meta=extra)
+                     ref_codes=ref_codes, meta=extra, rejected_codes=rejected)
 
 
 def iter_tar_samples(path: str | Path, handler: Callable[[Exception], bool] = wds.reraise_exception) -> Iterator[dict]:
