@@ -39,6 +39,7 @@ from higgs_ds.device import resolve_device, resolve_precision, torch_dtype
 from higgs_ds.errors import ArgumentParser, CheckpointError, ConfigError, DataError, quote, run_cli
 from higgs_ds.inference import GenerationConfig, TTSRequest, decode_codes, generate, load_model, write_codes, write_wav
 from higgs_ds.inference.loading import audio_spec_of
+from higgs_ds.output_guard import OutputKind
 from higgs_ds.quality.scorer import build_scorer, format_table, summarize, write_scores
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,44 @@ def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
                           fix="give the folder holding tokenizer.json")
     if a.out.is_dir():
         raise ConfigError(f"{a.out} is a folder", where="--out", fix="give a .wav file path")
+    _check_outputs(a, len(texts))
     spec = audio_spec_of(a.checkpoint, a.tag)  # config files only: a --tag on an export is refused here
     if a.ref_codes:
         _ref_codes(a.ref_codes, spec)
     return texts, gen
+
+
+GENERATE_OUTPUT = OutputKind("generate")
+
+
+def _wav_paths(a: argparse.Namespace, count: int) -> list[Path]:
+    if count == 1:
+        return [a.out]
+    return [a.out.with_name(f"{a.out.stem}_{i}{a.out.suffix or '.wav'}") for i in range(count)]
+
+
+def _is_generated(path: Path) -> bool:
+    """A file an earlier generate may have written (re-running into it is fine): a sound file, its codes, or
+    its scores."""
+    if path.suffix in (".npy", ".json"):
+        return True
+    try:
+        soundfile.info(str(path))
+        return True
+    except Exception:  # soundfile raises LibsndfileError/RuntimeError: not a sound file
+        return False
+
+
+def _check_outputs(a: argparse.Namespace, count: int) -> None:
+    """Every file generate writes (wavs, their codes, the scores) is refused when it is an input (the reference
+    recording or codes, the tokenizer), lies inside the model's weights (a run's checkpoints/, an export), or
+    is an existing file of another kind. Writing beside a run (runs/demo/generated/) is fine."""
+    model_files = a.checkpoint / "checkpoints" if (a.checkpoint / "checkpoints").is_dir() else a.checkpoint
+    inputs = [p for p in (a.ref_audio, a.ref_codes, a.tokenizer, model_files) if p is not None]
+    wavs = _wav_paths(a, count)
+    outs = [*wavs, *(w.with_suffix(".npy") for w in wavs)] + ([a.out.with_suffix(".scores.json")] if a.score else [])
+    for out in outs:
+        GENERATE_OUTPUT.check_file(out, inputs=inputs, is_own=_is_generated)
 
 
 def _ref_codes(path: Path, spec: AudioSpec | None = None) -> np.ndarray:
@@ -208,7 +243,7 @@ def main(argv=None) -> list[Path]:
 
     outputs = []
     for i, (codes, finished) in enumerate(zip(result.codes, result.finished, strict=True)):
-        wav_path = a.out if len(texts) == 1 else a.out.with_name(f"{a.out.stem}_{i}{a.out.suffix or '.wav'}")
+        wav_path = _wav_paths(a, len(texts))[i]
         wav = decode_codes(codec, codes)
         write_wav(wav_path, wav, codec.sample_rate)
         write_codes(wav_path.with_suffix(".npy"), codes)

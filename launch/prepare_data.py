@@ -129,6 +129,8 @@ def _add_merge_parser(sub) -> None:
                                        "and no id twice, links their shards into --out and writes shards.json and "
                                        "rejects.jsonl there.")
     merge.add_argument("--out", required=True)
+    merge.add_argument("--allow-empty", action="store_true",
+                       help="write the merged split even when the parts hold no sample (refused by default)")
     merge.add_argument("parts", nargs="+", help="the part folders")
 
 
@@ -238,7 +240,7 @@ def _import(args) -> dict:
 
 
 def _merge(args) -> dict:
-    return _summary(merge_parts(args.out, args.parts))
+    return _summary(merge_parts(args.out, args.parts, allow_empty=args.allow_empty))
 
 
 def _demo(args) -> dict:

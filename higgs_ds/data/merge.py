@@ -97,8 +97,20 @@ def _link(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def merge_parts(out: str | Path, part_dirs: list[str | Path]) -> dict:
-    """Check the parts, link their shards into ``out`` and write its index; returns the index."""
+def _refuse_empty(folders: list[Path], stats: list[list[dict]], rejects: list[list[dict]]) -> None:
+    """Parts that together hold no sample would give a split that trains on nothing (as `build` refuses)."""
+    if any(shard["samples"] for part in stats for shard in part):
+        return
+    rejected = sum(len(r) for r in rejects)
+    why = f"every row was rejected ({rejected} rows; see each part's rejects.jsonl)" if rejected else "they hold no row"
+    raise DataError(f"the {len(folders)} parts hold no sample: {why}", where=_WHERE,
+                    fix="check the manifest the parts were built from, or pass --allow-empty to write an empty "
+                        "shard set on purpose")
+
+
+def merge_parts(out: str | Path, part_dirs: list[str | Path], allow_empty: bool = False) -> dict:
+    """Check the parts, link their shards into ``out`` and write its index; returns the index. Parts holding
+    no sample at all are refused unless `allow_empty`."""
     out, folders = Path(out), [Path(p) for p in part_dirs]
     if not folders:
         raise DataError("no part folders given", where=_WHERE, fix="list the folders the parts were built in")
@@ -111,6 +123,8 @@ def merge_parts(out: str | Path, part_dirs: list[str | Path]) -> dict:
         spec.require_match(index_spec(index, str(folder / INDEX_NAME)), f"part {folders[0]}", f"part {folder}",
                            "all parts must be encoded with the same codec and settings")
     _check_ids(folders, [stats for _, stats, _ in read])
+    if not allow_empty:
+        _refuse_empty(folders, [stats for _, stats, _ in read], [rejects for _, _, rejects in read])
     MERGE_OUTPUT.create(out)
     for folder, (_, stats, _) in zip(folders, read, strict=True):
         for shard in stats:

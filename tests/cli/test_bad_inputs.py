@@ -433,6 +433,12 @@ GENERATE_CASES = {
     "ref_codes_wrong_codebooks": (["--text", "مرحبا", "--ref-text", "نص", "--ref-codes", "{tmp}/k3.npy"],
                                   ["--ref-codes", "3 codebooks, expected 8"]),
     "tag_on_an_export": (["--text", "مرحبا", "--tag", "step000002"], ["--tag", "not a training run"]),  # H19
+    # the output guard: never over an input, the model's files or a file of another kind
+    "out_is_the_reference": (["--text", "مرحبا", "--ref-text", "نص", "--ref-audio", "{sound}/ref.wav", "--out",
+                              "{sound}/ref.wav"], ["--out", "is the input"]),
+    "out_inside_the_model": (["--text", "مرحبا", "--out", "{data}/speech.wav"], ["--out", "lies inside the input"]),
+    "out_over_another_file": (["--text", "مرحبا", "--out", "{tmp}/notes.txt"],
+                              ["--out", "notes.txt exists and was not written by generate"]),
 }
 
 
@@ -440,6 +446,7 @@ def _ref_codes_files(tmp: Path) -> None:
     np.save(tmp / "ref.npy", np.zeros((K, 5), np.int64))
     np.save(tmp / "big.npy", np.full((K, 5), 5000, np.int64))
     np.save(tmp / "k3.npy", np.zeros((3, 5), np.int64))
+    (tmp / "notes.txt").write_text("a user's file\n", encoding="utf-8")
 
 
 def _fill(args: list[str], data: dict, tmp: Path) -> list[str]:

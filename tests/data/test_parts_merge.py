@@ -144,3 +144,22 @@ def test_cli_builds_parts_and_merges_them(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["num_samples"] == 5
     assert prepare_data.main([*merge, str(tmp_path / "1")]) == 2
     assert "parts [0] of 2 are missing" in capsys.readouterr().err
+
+
+def test_merge_of_parts_holding_no_sample_is_refused_unless_allowed(tmp_path, capsys):
+    """Parts of an empty manifest build (a part may be empty), but merging them into a split that trains on
+    nothing is refused through the command line, as `build` refuses an empty manifest; --allow-empty writes it."""
+    manifest = write_codes_manifest(tmp_path / "corpus", [])
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(SPEC.to_dict()), encoding="utf-8")
+    parts = [tmp_path / "parts" / str(i) for i in range(2)]
+    for i, folder in enumerate(parts):
+        assert prepare_data.main(["build", "--manifest", str(manifest), "--out", str(folder), "--audio-spec",
+                                  str(spec_file), "--part", f"{i}/2"]) == 0
+    capsys.readouterr()
+    assert prepare_data.main(["merge", "--out", str(tmp_path / "merged"), *map(str, parts)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "the 2 parts hold no sample: they hold no row" in err, err
+    assert not (tmp_path / "merged").exists()
+    assert prepare_data.main(["merge", "--allow-empty", "--out", str(tmp_path / "merged"), *map(str, parts)]) == 0
+    assert load_index(tmp_path / "merged")["num_samples"] == 0
