@@ -45,6 +45,11 @@ STATE_VERSION = 1
 log = logging.getLogger(__name__)
 
 
+class RankDataExhausted(RuntimeError):
+    """A loader worker's epoch produced no batch: every sample of its shards was skipped (corrupt, bad or too
+    long). Raised in the worker; DataLoader re-raises it by type in the rank, which reports it to all ranks."""
+
+
 class DataStateMismatchError(RuntimeError):
     """A saved loader state cannot be restored exactly in this run."""
 
@@ -115,8 +120,8 @@ class _RankStreams(IterableDataset):
                         "audio_frames": sum(s.audio_frames for s in samples), **stream.counters.take()}
                 yield batch, meta
             if produced == 0:
-                raise RuntimeError(f"rank {self.rank} worker {worker}: epoch {epoch} produced no batch; its shards "
-                                   f"hold no usable sample (see the warnings above)")
+                raise RankDataExhausted(f"rank {self.rank} worker {worker}: epoch {epoch} produced no batch; its "
+                                        f"shards hold no usable sample (see the warnings above)")
             epoch, skip = epoch + 1, 0
 
 

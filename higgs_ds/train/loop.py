@@ -28,7 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from higgs_ds import comm, ops
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.data.eval_batches import build_eval_batches
-from higgs_ds.data.loader import StreamingLoader, build_loader
+from higgs_ds.data.loader import RankDataExhausted, StreamingLoader, build_loader
+from higgs_ds.errors import DataError
 from higgs_ds.models import ModelFamily, get_family
 from higgs_ds.models.loss import LossWeights, combine, target_counts
 from higgs_ds.report import write_report
@@ -59,6 +60,12 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class RankDataError(DataError):
+    """A rank's data ran dry after the rendezvous: every rank learns it from one all-reduce, rank 0 says it."""
+
+    every_rank = True
 
 
 @dataclass
@@ -183,7 +190,8 @@ def train_step(trainer: Trainer, micro: list[dict], step: int) -> None:
     valid targets of the step (all ranks, all micro-batches); DeepSpeed divides by GAS and averages over
     ranks, so each micro-batch's sum is scaled back up. A micro-batch with a non-finite loss on any rank is
     dropped on all of them and the next batch takes its place, so DeepSpeed's boundary never moves.
-    That verdict is a host sync per micro-batch; the stop request is the step's only other one."""
+    That verdict is a host sync per micro-batch; whether every rank had data (`next_micro_batches`) and the
+    stop request are the step's only others."""
     count = lambda b: target_counts(b, trainer.model_cfg.audio_head_token_ids).to(trainer.device)  # noqa: E731
     counts = comm.all_reduce(sum(count(b) for b in micro))
     for batch in micro:
@@ -207,6 +215,25 @@ def train_step(trainer: Trainer, micro: list[dict], step: int) -> None:
         trainer.engine.backward(parts.loss)
         trainer.engine.step()
         trainer.window.add_batch(out.loss_sums, batch)
+
+
+def next_micro_batches(trainer: Trainer) -> list[dict]:
+    """The step's micro-batches. A rank whose shards hold no usable sample any more (every one skipped as
+    corrupt, bad or too long) tells the others through one small all-reduce, so that all stop with rank 0's
+    line naming it, rather than with a lost connection on the ranks still waiting for it."""
+    try:
+        micro, dry = [trainer.next_batch() for _ in range(trainer.cfg.grad_accum)], 0.0
+    except RankDataExhausted:
+        micro, dry = [], 1.0
+    flags = torch.zeros(trainer.world, device=trainer.device)
+    flags[trainer.rank] = dry
+    dry_ranks = comm.all_reduce(flags).nonzero().flatten().tolist()
+    if dry_ranks:
+        raise RankDataError(f"no usable sample left for rank{'s' if len(dry_ranks) > 1 else ''} "
+                            f"{', '.join(map(str, dry_ranks))}: every sample of its shards was skipped as corrupt, "
+                            "bad or too long (see the skip warnings above)", where=f"data.shards={trainer.cfg.data.shards}",
+                            fix="rebuild the damaged shards, or raise data.stream.max_seq_len")
+    return micro
 
 
 def log_window(trainer: Trainer, step: int, done: int) -> dict:
@@ -332,7 +359,7 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
     done = start
     for step in range(start, end):
         t0 = time.perf_counter()
-        micro = [trainer.next_batch() for _ in range(cfg.grad_accum)]
+        micro = next_micro_batches(trainer)
         trainer.window.wait += time.perf_counter() - t0
         train_step(trainer, micro, step)
         trainer.window.time += time.perf_counter() - t0

@@ -59,3 +59,18 @@ def test_strict_mode_stops_with_an_error_naming_the_shard(tmp_path, random_data)
     proc = train(tmp_path / "run", data, "steps=40", "save_every=1000", "data.stream.strict=true")
     assert proc.returncode != 0, output(proc)
     assert re.search(rf"CorruptShardError: [^\n]*{GARBAGE}", proc.stdout + proc.stderr), output(proc)
+
+
+def test_a_rank_whose_shards_hold_no_usable_sample_is_named_once_by_rank_0(tmp_path, random_data):
+    """Seven of eight shards are garbage (the index still counts them, so preflight cannot tell): the loader
+    workers that get only garbage run dry in the first epoch. Every rank stops; rank 0 alone names the dry
+    ranks, and no rank blames a lost connection or prints a traceback."""
+    data = _copy(random_data, tmp_path / "train")
+    for shard in sorted(data["train"].glob("shard-*.tar"))[1:]:
+        shard.write_bytes(b"not a tar file" * 100)
+    proc = train(tmp_path / "run", data, "steps=40", "save_every=1000")
+    text = proc.stdout + proc.stderr
+    errors = re.findall(r"^(?:rank \d+: )?error: .*$", proc.stderr, re.M)
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: no usable sample left for rank"), \
+        output(proc)
+    assert "Traceback" not in text and "Connection closed" not in text, output(proc)
