@@ -54,17 +54,32 @@ def _stopped_cleanly(proc, run: Path, signalled_at: float, why: str) -> subproce
     return done
 
 
-def test_killing_the_deepspeed_runner_during_a_save_stops_every_rank_and_resumes_exactly(
+def _latest_step(run: Path) -> int:
+    return int(latest_tag(run / "checkpoints").removeprefix("step"))
+
+
+def test_killing_the_deepspeed_runner_mid_run_or_during_a_save_stops_every_rank_and_resumes_exactly(
         tmp_path, random_data, reference_run):
+    """The runner gets SIGTERM (as a scheduler or a user kills the command they started) twice in one run:
+    first between saves (H8), then, resumed, while a save is under way (H7). Each time every rank stops within
+    30 s with a complete checkpoint, and the twice-resumed run reproduces the uninterrupted one's losses."""
     run = tmp_path / "run"
-    proc = start_train(run, random_data, *RESUME_STEPS, launcher="deepspeed", **{FAULT_ENV: "engine_saved:4:0:slow"})
-    _wait_for(lambda: (run / "checkpoints" / "step000004").is_dir() or proc.poll() is not None, 180,
-              "the save of step 4")
-    proc.send_signal(signal.SIGTERM)  # as a scheduler or a user kills the command they started
-    signalled_at = time.monotonic()
-    _stopped_cleanly(proc, run, signalled_at, "launcher exited")
-    stopped_at = int(latest_tag(run / "checkpoints").removeprefix("step"))
-    assert 4 <= stopped_at < 10  # it stopped early, at a step boundary after the save under way
+    proc = start_train(run, random_data, *RESUME_STEPS, launcher="deepspeed")
+    first_save = run / "checkpoints" / "step000002"
+    _wait_for(lambda: is_complete(first_save) or proc.poll() is not None, 180, "the save of step 2 to complete")
+    proc.send_signal(signal.SIGTERM)  # the ranks are training step 3 (or just past it): no save under way
+    _stopped_cleanly(proc, run, time.monotonic(), "launcher exited")
+    first_stop = _latest_step(run)
+    assert 3 <= first_stop < 8, first_stop
+
+    save = first_stop + 2 - first_stop % 2  # the next scheduled save (save_every=2)
+    proc = start_train(run, random_data, *RESUME_STEPS, "resume=auto", launcher="deepspeed",
+                       **{FAULT_ENV: f"engine_saved:{save}:0:slow"})
+    _wait_for(lambda: (run / "checkpoints" / f"step{save:06d}").is_dir() or proc.poll() is not None, 180,
+              f"the save of step {save}")
+    proc.send_signal(signal.SIGTERM)
+    _stopped_cleanly(proc, run, time.monotonic(), "launcher exited")
+    assert save <= _latest_step(run) < 10  # it stopped early, at a step boundary after the save under way
 
     checked(finish(start_train(run, random_data, *RESUME_STEPS, "resume=auto")))
     assert losses(run, repeats=True) == losses(reference_run)
