@@ -58,6 +58,9 @@ class CheckpointWriteError(UserError, OSError):
     exit_code = 1
     every_rank = True
 
+    def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] ..." prefix
+        return self.strerror or super().__str__()
+
 
 def _fault(point: str, step: int, tag_dir: Path) -> None:
     spec = os.environ.get(FAULT_ENV)
@@ -146,6 +149,34 @@ def _write_error(exc: Exception, ckpt_dir: Path, tag: str, free: int) -> Checkpo
                                 f"; {keeps} (resume=auto continues from it)".replace("\n", " "))
 
 
+def _agree(failure: BaseException | None, ckpt_dir: Path, tag: str) -> None:
+    """Every rank learns whether any rank failed to write its files (one all-reduce, in place of a barrier):
+    then all raise together and rank 0 names the failed ranks and the cause, its own or theirs, rather than
+    one rank's line and a lost connection on the others."""
+    rank, world = comm.rank(), comm.world_size()
+    codes = torch.zeros(world, dtype=torch.float64)
+    if failure is not None:
+        codes[rank] = getattr(failure, "errno", None) or -1
+    codes = comm.all_reduce(codes)
+    failed = codes.nonzero().flatten().tolist()
+    if not failed:
+        return
+    tag_dir = ckpt_dir / tag
+    free = shutil.disk_usage(ckpt_dir).free
+    comm.barrier()  # every rank has measured the free space before any gives it back
+    if not is_complete(tag_dir):
+        shutil.rmtree(tag_dir, ignore_errors=True)  # give the space back; `latest` never named it
+    if failure is not None and rank == failed[0]:
+        raise _write_error(failure, ckpt_dir, tag, free) from failure
+    first = int(codes[failed[0]])
+    cause = os.strerror(first).lower() if first > 0 else "see that rank's log"
+    previous = latest_tag(ckpt_dir)
+    keeps = f"{previous} is still the latest complete checkpoint" if previous else "there is no earlier checkpoint"
+    raise CheckpointWriteError(first if first > 0 else errno.EIO,
+                               f"writing checkpoint {tag_dir} failed on rank{'s' if len(failed) > 1 else ''} "
+                               f"{', '.join(map(str, failed))}: {cause}; {keeps} (resume=auto continues from it)")
+
+
 def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep_last: int) -> str:
     tag = f"step{step:06d}"
     tag_dir = ckpt_dir / tag
@@ -155,6 +186,7 @@ def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep
             _write_latest(ckpt_dir, max((t for t in complete_tags(ckpt_dir) if t < tag), default=None))
         _discard(tag_dir)
     comm.barrier()
+    failure = None
     try:
         engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
         _fault("engine_saved", step, tag_dir)
@@ -163,8 +195,11 @@ def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep
         _fault("rank_state_saved", step, tag_dir)
         if rank == 0:
             (tag_dir / "config.json").write_text(json.dumps(config, indent=2))
-        comm.barrier()  # every rank's files exist before the tag is marked complete
-        if rank == 0:
+    except (OSError, RuntimeError) as exc:
+        failure = exc
+    _agree(failure, ckpt_dir, tag)  # every rank's files exist before the tag is marked complete
+    if rank == 0:
+        try:
             files = {p.name: p.stat().st_size for p in sorted(tag_dir.iterdir()) if p.is_file()}
             tmp = tag_dir / (COMPLETE + ".tmp")
             tmp.write_text(json.dumps({"tag": tag, "step": step, "world_size": world, "files": files}, indent=1))
@@ -173,13 +208,11 @@ def save(engine, ckpt_dir: Path, step: int, rank_state: dict, config: dict, keep
             _write_latest(ckpt_dir, tag)
             _fault("latest_moved", step, tag_dir)
             _rotate(ckpt_dir, tag, keep_last, step)
-    except (OSError, RuntimeError) as exc:
-        if isinstance(exc, CheckpointWriteError):
-            raise
-        free = shutil.disk_usage(ckpt_dir).free
-        if not is_complete(tag_dir):
-            shutil.rmtree(tag_dir, ignore_errors=True)  # give the space back; `latest` never named it
-        raise _write_error(exc, ckpt_dir, tag, free) from exc
+        except (OSError, RuntimeError) as exc:
+            free = shutil.disk_usage(ckpt_dir).free
+            if not is_complete(tag_dir):
+                shutil.rmtree(tag_dir, ignore_errors=True)
+            raise _write_error(exc, ckpt_dir, tag, free) from exc
     comm.barrier()
     return tag
 

@@ -61,6 +61,20 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint_and_resumes(tmp_p
     assert "resumed from" in resumed.stdout + resumed.stderr and losses(run, repeats=True) == losses(reference_run)
 
 
+@pytest.mark.integration
+def test_a_save_failing_on_one_rank_only_is_said_once_by_rank_0(tmp_path, random_data):
+    """Rank 1 alone cannot write its files (a node-local disk full): every rank learns it, no tag is left
+    behind, and rank 0 says which rank failed and why, in one line, with no traceback or lost connection."""
+    run = tmp_path / "run"
+    done = train(run, random_data, "steps=2", "save_every=2", **{FAULT_ENV: "rank_state_saved:2:1:enospc"})
+    errors = re.findall(r"^(?:rank \d+: )?error: .*$", done.stderr, re.M)
+    assert done.returncode == 1 and len(errors) == 1, output(done)
+    assert errors[0].startswith("error: writing checkpoint") and "failed on rank 1: no space left on device" in \
+        errors[0] and "there is no earlier checkpoint" in errors[0], output(done)
+    assert "Traceback" not in done.stdout + done.stderr and "Connection closed" not in done.stderr, output(done)
+    assert not (run / "checkpoints" / "step000002").exists()
+
+
 @pytest.mark.parametrize("exc, free, expected", [
     (OSError(errno.ENOSPC, "No space left on device"), 50 * 2**20, "no space left on device (50.0 MiB free)"),
     (OSError(errno.EDQUOT, "Disk quota exceeded"), 50 * 2**20, "no space left on device"),
