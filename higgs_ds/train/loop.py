@@ -232,7 +232,8 @@ def next_micro_batches(trainer: Trainer) -> list[dict]:
         raise RankDataError(f"no usable sample left for rank{'s' if len(dry_ranks) > 1 else ''} "
                             f"{', '.join(map(str, dry_ranks))}: every sample of its shards was skipped as corrupt, "
                             "bad or too long (see the skip warnings above)",
-                            where=f"data.shards={trainer.cfg.data.shards}", fix="rebuild the damaged shards, or raise data.stream.max_seq_len")
+                            where=f"data.shards={trainer.cfg.data.shards}",
+                            fix="rebuild the damaged shards, or raise data.stream.max_seq_len")
     return micro
 
 

@@ -71,6 +71,6 @@ def test_a_rank_whose_shards_hold_no_usable_sample_is_named_once_by_rank_0(tmp_p
     proc = train(tmp_path / "run", data, "steps=40", "save_every=1000")
     text = proc.stdout + proc.stderr
     errors = re.findall(r"^(?:rank \d+: )?error: .*$", proc.stderr, re.M)
-    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: no usable sample left for rank"), \
-        output(proc)
+    assert proc.returncode == 2 and len(errors) == 1, output(proc)
+    assert errors[0].startswith("error: no usable sample left for rank"), output(proc)
     assert "Traceback" not in text and "Connection closed" not in text, output(proc)
