@@ -2,6 +2,8 @@
 
 - `add_scorer_args` / `scorer_config`: the offline metrics' flags (`launch/evaluate.py`,
   `launch/generate.py --score`) and the `ScorerConfig` they ask for.
+- `reward_weights`, `add_reward_args` / `reward_context`: the rewards' flags (`generate.py --select`,
+  `prepare_data preferences --rewards`) and the context the built-in rewards read.
 - argparse `type=` checks, so that a bad value is refused while the flags are read, before anything
   loads: `bounded` (finite numbers in a range) and its common cases, `device_name` / `device_names`
   (devices this machine has), `byte_size` ("5GB").
@@ -79,16 +81,58 @@ def byte_size(text: str) -> int:
     return int(float(match[1]) * (1024 if match[3] else 1000) ** power)
 
 
+def _add_model_folders(g) -> None:
+    """The speech models' flags, shared by the scorer and the rewards."""
+    g.add_argument("--whisper", help="local Whisper folder (WhisperForConditionalGeneration) for WER/CER")
+    g.add_argument("--wavlm", help="local WavLMForXVector folder for speaker similarity (the scorer: a second one, "
+                                   "sim_wavlm; the sim reward: instead of resemblyzer's encoder)")
+    g.add_argument("--language", default="ar", help="Whisper decoding language")
+    g.add_argument("--score-device", type=device_name, default="cpu", help="device for the metric models")
+
+
 def add_scorer_args(p: argparse.ArgumentParser) -> None:
     """The scorer's command-line flags."""
     g = p.add_argument_group("metrics (all offline)")
-    g.add_argument("--whisper", help="local Whisper folder (WhisperForConditionalGeneration) for WER/CER")
-    g.add_argument("--wavlm", help="local WavLMForXVector folder for a second speaker similarity (sim_wavlm)")
-    g.add_argument("--language", default="ar", help="Whisper decoding language")
+    _add_model_folders(g)
     g.add_argument("--no-resemblyzer", action="store_true", help="skip resemblyzer speaker similarity (sim)")
     g.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     g.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion")
-    g.add_argument("--score-device", type=device_name, default="cpu", help="device for the metric models")
+
+
+_REWARD_NAME = re.compile(r"^(?:[A-Za-z_]\w*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
+
+
+def reward_weights(text: str) -> dict[str, float]:
+    """An argparse `type`: "cer,sim" or "cer=2,sim=1,pkg.mod:fn=0.5" -> {name: weight} (weight 1 when omitted;
+    each > 0, each name once). Whether a name is a built-in or an importable plug-in is checked after parsing
+    (`higgs_ds.rewards.check_rewards`)."""
+    weights: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, has_weight, weight = item.partition("=")
+        name = name.strip()
+        if not _REWARD_NAME.match(name):
+            raise argparse.ArgumentTypeError(f"{quote(item)} is not a reward: give name[=weight], the name a "
+                                             "built-in (cer, sim, dnsmos, duration, stop) or package.module:function")
+        if name in weights:
+            raise argparse.ArgumentTypeError(f"reward {name} is given twice")
+        weights[name] = positive(weight) if has_weight else 1.0
+    return weights
+
+
+def add_reward_args(p: argparse.ArgumentParser, with_model_folders: bool = True) -> None:
+    """The reward models' flags (the scorer's, when the command has them already) and the duration rate."""
+    g = p.add_argument_group("reward models (all offline)")
+    if with_model_folders:
+        _add_model_folders(g)
+    g.add_argument("--chars-per-second", type=positive,
+                   help="speaking rate for the duration reward (default: the one the run saved, "
+                        "reward_rates.json)")
+
+
+def reward_context(a: argparse.Namespace, chars_per_second: float | None) -> dict:
+    """The context the rewards are built with, from the flags of `add_reward_args`."""
+    context = {"device": a.score_device, "whisper": a.whisper, "wavlm": a.wavlm, "language": a.language}
+    return context | ({"chars_per_second": chars_per_second} if chars_per_second is not None else {})
 
 
 def scorer_config(a: argparse.Namespace) -> ScorerConfig:
