@@ -2,6 +2,7 @@
 
 - `add_scorer_args` / `scorer_config`: the offline metrics' flags (`launch/evaluate.py`,
   `launch/generate.py --score`) and the `ScorerConfig` they ask for.
+- `add_decoding_args` / `generation_config`: the sampling flags and the `GenerationConfig` they ask for.
 - `reward_weights`, `add_reward_args` / `reward_context`: the rewards' flags (`generate.py --select`,
   `prepare_data preferences --rewards`) and the context the built-in rewards read.
 - argparse `type=` checks, so that a bad value is refused while the flags are read, before anything
@@ -97,6 +98,36 @@ def add_scorer_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-resemblyzer", action="store_true", help="skip resemblyzer speaker similarity (sim)")
     g.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     g.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion")
+
+
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    """Sampling flags (`launch/generate.py`, `prepare_data preferences`), defaulting to `GenerationConfig()`."""
+    from higgs_ds.inference.config import GenerationConfig
+
+    g = p.add_argument_group("decoding (defaults: Higgs Audio v2 inference defaults)")
+    d = GenerationConfig()
+    g.add_argument("--max-new-frames", type=positive_int, default=d.max_new_frames, help="25 frames = 1 s")
+    g.add_argument("--temperature", type=non_negative, default=d.temperature, help="0 = greedy")
+    g.add_argument("--top-k", type=non_negative_int, default=d.top_k, help="0 = off")
+    g.add_argument("--top-p", type=bounded(float, 0, 1, low_open=True), default=d.top_p, help="1 = off")
+    g.add_argument("--ras-window", type=non_negative_int, default=d.ras_window,
+                   help="0 = no repetition-aware sampling")
+    g.add_argument("--ras-max-repeats", type=positive_int, default=d.ras_max_repeats)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--greedy", action="store_true", help="temperature 0 and no RAS: deterministic")
+
+
+def generation_config(a: argparse.Namespace):
+    """The `GenerationConfig` of `add_decoding_args`' flags; a bad combination is a ConfigError naming its flag."""
+    from higgs_ds.inference.config import GenerationConfig
+
+    try:
+        return GenerationConfig(max_new_frames=a.max_new_frames, temperature=0.0 if a.greedy else a.temperature,
+                                top_k=a.top_k, top_p=a.top_p, ras_window=0 if a.greedy else a.ras_window,
+                                ras_max_repeats=a.ras_max_repeats, seed=a.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("GenerationConfig.", "--").replace("_", "-"),
+                          fix="see --help") from None
 
 
 _REWARD_NAME = re.compile(r"^(?:[A-Za-z_]\w*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")

@@ -29,12 +29,11 @@ import soundfile
 
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.cli_options import (
+    add_decoding_args,
     add_reward_args,
     add_scorer_args,
-    bounded,
     device_name,
-    non_negative,
-    non_negative_int,
+    generation_config,
     positive_int,
     reward_context,
     reward_weights,
@@ -70,17 +69,7 @@ def _parse(argv):
     p.add_argument("--out", type=Path, default=Path("generated/speech.wav"), help="output wav path")
     p.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
-    g = p.add_argument_group("decoding (defaults: Higgs Audio v2 inference defaults)")
-    d = GenerationConfig()
-    g.add_argument("--max-new-frames", type=positive_int, default=d.max_new_frames, help="25 frames = 1 s")
-    g.add_argument("--temperature", type=non_negative, default=d.temperature, help="0 = greedy")
-    g.add_argument("--top-k", type=non_negative_int, default=d.top_k, help="0 = off")
-    g.add_argument("--top-p", type=bounded(float, 0, 1, low_open=True), default=d.top_p, help="1 = off")
-    g.add_argument("--ras-window", type=non_negative_int, default=d.ras_window,
-                   help="0 = no repetition-aware sampling")
-    g.add_argument("--ras-max-repeats", type=positive_int, default=d.ras_max_repeats)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--greedy", action="store_true", help="temperature 0 and no RAS: deterministic")
+    add_decoding_args(p)
     p.add_argument("--score", action="store_true", help="score the outputs (table + <out>.scores.json): DNSMOS, "
                                                          "speaker similarity to --ref-audio, WER/CER with --whisper")
     add_scorer_args(p)
@@ -136,16 +125,6 @@ def _texts(a: argparse.Namespace) -> list[str]:
     return texts
 
 
-def _generation_config(a: argparse.Namespace) -> GenerationConfig:
-    try:
-        return GenerationConfig(max_new_frames=a.max_new_frames, temperature=0.0 if a.greedy else a.temperature,
-                                top_k=a.top_k, top_p=a.top_p, ras_window=0 if a.greedy else a.ras_window,
-                                ras_max_repeats=a.ras_max_repeats, seed=a.seed)
-    except ValueError as exc:
-        raise ConfigError(str(exc).replace("GenerationConfig.", "--").replace("_", "-"),
-                          fix="see generate.py --help") from None
-
-
 def _reward_context(a: argparse.Namespace) -> dict:
     """The rewards' context; the duration rate is --chars-per-second, else the one the run saved."""
     rate = a.chars_per_second if a.chars_per_second is not None else read_chars_per_second(a.checkpoint)
@@ -159,7 +138,7 @@ def _reward_context(a: argparse.Namespace) -> dict:
 def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
     """Everything the flags and the file system can tell, before any model or codec is loaded."""
     texts = _texts(a)
-    gen = _generation_config(a)
+    gen = generation_config(a)
     if (a.ref_audio or a.ref_codes) and not a.ref_text:
         raise ConfigError("--ref-audio/--ref-codes need --ref-text", where="--ref-text",
                           fix="give the transcript of the reference")
