@@ -64,7 +64,6 @@ def test_pairs_in_two_parts_merge_and_read_back(exported, prompts, tmp_path, cap
     assert sorted([u.id for u in pairs] + [t["id"] for t in ties]) == ["p0", "p1", "p2", "p3"]
     assert all(t["kind"] == "tied_candidates" for t in ties) and index["num_samples"] == len(pairs) >= 2
     weights = {"duration": 1.0, "stop": 0.5, "tests.generate.test_best_of_n:loudness": 2.0}
-    sampler = load_sampler(ckpt)
     lines = {"p0": 1, "p1": 2, "p2": 3, "p3": 4}
     for u in pairs:
         meta = u.meta
@@ -74,26 +73,27 @@ def test_pairs_in_two_parts_merge_and_read_back(exported, prompts, tmp_path, cap
             assert set(scores) == set(weights)
             assert meta[f"{side}_reward"] == pytest.approx(sum(weights[k] * v for k, v in scores.items()) / 3.5)
         assert meta["chosen_reward"] > meta["rejected_reward"]
-        # the recorded seed regenerates the candidates: chosen and rejected are two of them
-        request = TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
-        again = sampler.sample([request] * 3, GenerationConfig(temperature=2.0, top_k=0, top_p=1.0,
-                                                               max_new_frames=30, seed=meta["seed"]))
-        assert np.array_equal(again.codes[meta["chosen_index"]].numpy(), u.codes)
-        assert np.array_equal(again.codes[meta["rejected_index"]].numpy(), u.rejected_codes)
+    # the recorded seed regenerates a prompt's candidates: chosen and rejected are two of them
+    u = next((u for u in pairs if u.ref_codes is not None), pairs[0])  # the cloned prompt when it gave a pair
+    request = TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
+    again = load_sampler(ckpt).sample([request] * 3, GenerationConfig(temperature=2.0, top_k=0, top_p=1.0,
+                                                                      max_new_frames=12, seed=u.meta["seed"]))
+    assert np.array_equal(again.codes[u.meta["chosen_index"]].numpy(), u.codes)
+    assert np.array_equal(again.codes[u.meta["rejected_index"]].numpy(), u.rejected_codes)
     cloned = next((u for u in pairs if u.id == "p1"), None)
     if cloned is not None:  # the reference voice travels with the pair, as in a training shard
-        assert cloned.ref_codes is not None and cloned.ref_text
+        assert np.array_equal(cloned.ref_codes, np.load(prompts.parent / "ref.npy")) and cloned.ref_text
 
 
 def test_candidates_that_tie_give_no_pair_and_are_counted(exported, prompts, tmp_path, capsys):
     ckpt, _ = exported
-    code = prepare_data.main([str(a) for a in _pairs(ckpt, prompts, tmp_path / "tied",
+    code = prepare_data.main([str(a) for a in _pairs(ckpt, prompts, tmp_path / "tied", "--part", "1/4",
                                                      "--rewards", f"{__name__}:constant")])
     summary = json.loads(capsys.readouterr().out)
-    kinds = summary["reject_kinds"]  # a prompt whose candidates are (almost) all empty is counted apart
-    assert code == 0 and summary["pairs"] == 0 and kinds["tied_candidates"] >= 1 and sum(kinds.values()) == 4
-    assert set(kinds) <= {"tied_candidates", "empty_candidates"}
-    assert len((tmp_path / "tied" / "rejects.jsonl").read_text().splitlines()) == 4
+    assert code == 0 and summary["prompts"] == 1 and summary["pairs"] == 0
+    assert summary["reject_kinds"] == {"tied_candidates": 1}
+    (tie,) = [json.loads(line) for line in (tmp_path / "tied" / "rejects.jsonl").read_text().splitlines()]
+    assert tie["id"] == "p1" and "tie" in tie["reason"]
 
 
 def test_reward_problems_are_one_error_line(exported, prompts, tmp_path, capsys):
@@ -112,3 +112,13 @@ def test_reward_problems_are_one_error_line(exported, prompts, tmp_path, capsys)
     for main, argv, named in cases:
         one_error(*call(main, argv, capsys), *named)
     assert not (tmp_path / "g.wav").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.integration
+def test_the_pairs_command_line_process_refuses_a_missing_plugin_in_one_line(exported, prompts, tmp_path):
+    from tests.harness import python
+
+    proc = python("launch/prepare_data.py", *map(str, _pairs(exported[0], prompts, tmp_path / "p", "--rewards",
+                                                             "stop=1,no_such_mod.rewards:score=2")))
+    one_error(proc.returncode, proc.stderr, "no_such_mod.rewards:score", "not importable")
+    assert not (tmp_path / "p").exists()
