@@ -101,6 +101,8 @@ def test_reward_problems_are_one_error_line(exported, prompts, tmp_path, capsys)
     base = [ckpt, "--text", "مرحبا", "--out", tmp_path / "g.wav", "--candidates", "2", *SAMPLING]
     cases = [
         (generate_cli.main, [*base, "--select", "cer=-1"], ["--select"]),  # refused while the flags are read
+        (generate_cli.main, [*base, "--greedy", "--select", "stop"], ["needs sampling"]),
+        (generate_cli.main, base, ["--candidates needs --select"]),
         (generate_cli.main, [*base, "--select", "nope"], ["nope", "neither a built-in"]),
         (generate_cli.main, [*base, "--select", "cer", "--whisper", tmp_path], ["not a local Whisper folder"]),
         (generate_cli.main, [*base, "--select", "duration"], ["--chars-per-second"]),
