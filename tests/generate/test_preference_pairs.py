@@ -73,6 +73,9 @@ def test_pairs_in_two_parts_merge_and_read_back(exported, prompts, tmp_path, cap
             assert set(scores) == set(weights)
             assert meta[f"{side}_reward"] == pytest.approx(sum(weights[k] * v for k, v in scores.items()) / 3.5)
         assert meta["chosen_reward"] > meta["rejected_reward"]
+        every = meta["candidate_rewards"]  # best and worst of the non-empty candidates
+        assert len(every) == 3 and every[meta["chosen_index"]] == meta["chosen_reward"]
+        assert every[meta["rejected_index"]] == meta["rejected_reward"]
     # the recorded seed regenerates a prompt's candidates: chosen and rejected are two of them
     u = next((u for u in pairs if u.ref_codes is not None), pairs[0])  # the cloned prompt when it gave a pair
     request = TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
