@@ -83,6 +83,10 @@ def test_pairs_in_two_parts_merge_and_read_back(exported, prompts, tmp_path, cap
                                                                       max_new_frames=12, seed=u.meta["seed"]))
     assert np.array_equal(again.codes[u.meta["chosen_index"]].numpy(), u.codes)
     assert np.array_equal(again.codes[u.meta["rejected_index"]].numpy(), u.rejected_codes)
+    usable = [i for i, c in enumerate(again.codes) if c.shape[1] > 0]  # the shards hold no empty codes
+    every = u.meta["candidate_rewards"]
+    assert u.meta["chosen_index"] == max(usable, key=lambda i: (every[i], -i))
+    assert u.meta["rejected_index"] == min(usable, key=lambda i: (every[i], i))
     cloned = next((u for u in pairs if u.id == "p1"), None)
     if cloned is not None:  # the reference voice travels with the pair, as in a training shard
         assert np.array_equal(cloned.ref_codes, np.load(prompts.parent / "ref.npy")) and cloned.ref_text
