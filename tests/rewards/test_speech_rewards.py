@@ -184,3 +184,12 @@ def test_check_rewards_refuses_from_files_alone(weights, context, match):
 def test_check_rewards_accepts_what_is_there():
     check_rewards({"sim": 1.0, "dnsmos": 0.5, "stop": 1, "duration": 1.0, f"{__name__}:plugin_reward": 2.0},
                   {"chars_per_second": 12.0})
+
+
+def test_check_rewards_names_a_missing_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "speechmos" else real(name, *a))
+    with pytest.raises(ConfigError, match="the dnsmos reward needs the speechmos package"):
+        check_rewards({"stop": 1.0, "dnsmos": 1.0})
