@@ -102,7 +102,7 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
         wav16k = normalize_volume(resample(np.asarray(wav, dtype=np.float32), sample_rate, MODEL_RATE), -30,
                                   increase_only=True)
         _, partials, slices = self.encoder.embed_utterance(wav16k, return_partials=True, rate=1 / self.STEP_SECONDS,
-                                                           min_coverage=0.5)
+                                                           min_coverage=0.75)
         starts = [s.start for s in slices]
         return unit(partials), _bounds(starts, slices[0].stop - slices[0].start, len(wav16k), sample_rate)
 
