@@ -5,6 +5,7 @@ turns separated by pauses, and optionally one pair of turns that overlap (the tw
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +22,14 @@ SENTENCES = ["ذهب الولد إلى المدرسة في الصباح البا
              "سافرنا إلى البحر في الصيف الماضي", "هل تحب القهوة أم الشاي في المساء"]
 
 
-def speak(folder: Path, text: str, voice: str) -> np.ndarray:
+def speak(text: str, voice: str) -> np.ndarray:
     """`text` in one of `VOICES`, at 16 kHz, silence trimmed, peak 0.5."""
     name, pitch = VOICES[voice]
-    path = folder / "turn.wav"
-    subprocess.run(["espeak-ng", "-v", name, *(["-p", str(pitch)] if pitch is not None else []), "-w", str(path),
-                    text], check=True)
-    wav, rate = soundfile.read(path, dtype="float32")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "turn.wav"
+        subprocess.run(["espeak-ng", "-v", name, *(["-p", str(pitch)] if pitch is not None else []), "-w",
+                        str(path), text], check=True)
+        wav, rate = soundfile.read(path, dtype="float32")
     wav = resample(wav, rate, RATE)
     loud = np.flatnonzero(np.abs(wav) > 0.02 * np.abs(wav).max())
     wav = wav[loud[0]:loud[-1] + 1]
@@ -52,7 +54,7 @@ def write_conversation(path: Path, order: str, seed: int = 0, overlap_at: int | 
     rng = np.random.default_rng(seed)
     clips, turns, at = [], [], 0.6
     for index, voice in enumerate(order):
-        wav = speak(path.parent, SENTENCES[(index * 5 + seed) % len(SENTENCES)], voice)
+        wav = speak(SENTENCES[(index * 5 + seed) % len(SENTENCES)], voice)
         if index == overlap_at:
             at = turns[-1][1] - overlap_seconds
         clips.append((int(at * RATE), wav))
