@@ -211,8 +211,9 @@ def _add_link_parser(sub) -> None:
                           "speakers.jsonl and link_summary.json under --out. See docs/data.md, 'Many speakers'.")
     link.add_argument("segment_dirs", nargs="+", help="the segment output folders")
     link.add_argument("--out", required=True)
-    link.add_argument("--threshold", type=bounded(float, 0, 2, low_open=True, high_open=True), default=0.3,
-                      help="cosine distance between file speakers' centroids within which they are one speaker")
+    link.add_argument("--threshold", type=bounded(float, 0, 2, low_open=True, high_open=True), default=0.2,
+                      help="cosine distance between file speakers' centroids within which they are one speaker "
+                           "(centroids average many windows, so they sit closer than single windows)")
     link.add_argument("--seed", type=int, default=0, help="seeds the reference draw")
 
 

@@ -40,7 +40,7 @@ HISTOGRAM_BINS = ((0, "< 10 s"), (10, "10 s - 1 min"), (60, "1 - 10 min"), (600,
 class LinkConfig:
     segment_dirs: tuple[str, ...]
     out: str
-    threshold: float = 0.3  # cosine distance between file speakers' centroids within which they are one
+    threshold: float = 0.2  # cosine distance between file speakers' centroids within which they are one
     seed: int = 0  # the reference draw
     max_units: int = 5000  # file speakers clustered at once (a 5000^2 / 2 distance matrix: 100 MB)
 

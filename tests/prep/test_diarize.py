@@ -92,7 +92,7 @@ def test_span_pieces_tile_the_span_drop_overlap_and_guard_a_change():
                       (130, 132, 1, None), (132, 164, None, OVERLAP),  # window 5 and its neighbours: [132, 164)
                       (164, 168, None, UNCERTAIN), (168, 188, 1, None)]  # window 7's own stretch, then 8's
     assert pieces[0][0] == span.start and pieces[-1][1] == span.end
-    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
 
 
 def test_clustering_holds_at_most_max_units_and_assigns_the_rest():
