@@ -240,6 +240,8 @@ def _add_filter_parser(sub) -> None:
     filt.add_argument("--loudness-target", type=finite, help="LUFS: write kept audio normalised to this loudness")
     filt.add_argument("--no-dnsmos", dest="dnsmos", action="store_false")
     filt.add_argument("--dry-run", action="store_true", help="only the report and metrics")
+    filt.add_argument("--ref-pairing", choices=("none", "same-speaker"), default="none",
+                      help="same-speaker: references drawn anew among the kept rows of each speaker")
     filt.add_argument("--device", type=device_name, default="cpu")
 
 

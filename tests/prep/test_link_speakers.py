@@ -105,3 +105,19 @@ def test_prepare_sbatch_runs_a_segment_part_and_the_link_step(tmp_path):
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls == ["launch/prepare_data.py segment --part 1/4 --out seg.parts/1 --input rec/ --speakers diarize",
                      f"launch/prepare_data.py link-speakers --out {tmp_path}/seg {tmp_path}/seg.parts/0"]
+
+
+def test_filter_pairs_again_within_speakers_among_the_kept_rows(diarized, tmp_path):
+    from higgs_ds.prep.filter import FilterConfig, filter_manifest
+
+    parts, _ = diarized
+    link_speakers(LinkConfig(segment_dirs=tuple(map(str, parts)), out=str(tmp_path / "linked")))
+    summary = filter_manifest(FilterConfig(manifest=str(tmp_path / "linked" / "manifest.jsonl"),
+                                           out=str(tmp_path / "filtered"), dnsmos=False, min_snr_db=-100,
+                                           min_lufs=-100, max_rate_z=1e9, ref_pairing="same-speaker"))
+    rows = [json.loads(line) for line in (tmp_path / "filtered" / "manifest.jsonl").read_text().splitlines()]
+    by_audio = {r["audio"]: r for r in rows}
+    assert rows and summary["without_reference"] == sum("ref_audio" not in r for r in rows)
+    for row in rows:
+        if "ref_audio" in row:  # a kept row of the same linked speaker
+            assert by_audio[row["ref_audio"]]["speaker"] == row["speaker"] and by_audio[row["ref_audio"]] is not row
