@@ -37,7 +37,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -52,7 +52,7 @@ from higgs_ds.prep.diarize import ClusterRule, Diarization, SpanWindows, diarize
 from higgs_ds.prep.vad_stream import VAD_RATE, Region, SpeechRegions, VadProbabilities, read_16k_blocks
 from higgs_ds.quality.models import MODEL_RATE
 from higgs_ds.quality.signal import resample
-from higgs_ds.quality.speaker_encoder import DEFAULT_ENCODER, parse_encoder_spec
+from higgs_ds.quality.speaker_encoder import DEFAULT_ENCODER, parse_encoder_spec, unit
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode", "overlap",
                 "uncertain_speaker", "short_turn")
 FILE_SPEAKERS = "file_speakers.jsonl"  # diarize: one line per speaker of a file, with its centroid
+SEPARATED = "separated"  # --separate: the vocals stems, under the output folder
+CENTROID_SECONDS = 120.0  # pyannote: speech per speaker embedded for its centroid
 SEGMENT_OUTPUT = OutputKind("prepare_data segment", files=("segments.jsonl",))
 
 
@@ -240,13 +242,21 @@ class Segmenter:
     def __init__(self, cfg: SegmentConfig) -> None:
         self.cfg = cfg
         self.vad = VadProbabilities()
-        self.asr = self.encoder = self.pipeline = None
+        self.asr = self.encoder = self.pipeline = self.separator = None
         self.rule = ClusterRule(threshold=cfg.speaker_threshold, num_speakers=cfg.num_speakers)
         self.file_speakers: dict[str, np.ndarray] = {}  # diarize: the last file's speaker -> centroid
         if cfg.speakers == "diarize":
             from higgs_ds.quality.speaker_encoder import load_speaker_encoder
 
             self.encoder = load_speaker_encoder(cfg.speaker_encoder, cfg.device)
+        if cfg.diarizer:
+            from higgs_ds.prep.pyannote_diarizer import load_pipeline
+
+            self.pipeline = load_pipeline(cfg.diarizer, cfg.device)
+        if cfg.separate:
+            from higgs_ds.prep.separate import VocalsSeparator
+
+            self.separator = VocalsSeparator(cfg.separate, cfg.device)
         if cfg.asr:
             from higgs_ds.prep.asr import BatchedWhisper
 
@@ -327,7 +337,8 @@ class Segmenter:
         return segments
 
     def _embed(self, source: Path, spans: list[tuple[int, int]], rate: int) -> None:
-        """Window embeddings of a region's speech spans (padded neighbours cut apart at the middle)."""
+        """A region's speech spans (padded neighbours cut apart at the middle) and, for our own diarizer,
+        their window embeddings."""
         for i, (start, end) in enumerate(spans):
             if i and spans[i - 1][1] > start:
                 start = (start + spans[i - 1][1]) // 2
@@ -335,14 +346,34 @@ class Segmenter:
                 end = (end + spans[i + 1][0]) // 2
             if end <= start:
                 continue
-            clip, _ = soundfile.read(str(source), start=start, stop=end, always_2d=True, dtype="float32")
-            embeds, bounds = self.encoder.windows(clip.mean(axis=1), rate)
+            if self.pipeline is not None:  # pyannote finds the speakers from the file itself
+                self._spans.append(SpanWindows(start, end, np.zeros((0, 0)), np.zeros((0, 2), dtype=np.int64)))
+                continue
+            embeds, bounds = self.encoder.windows(_read_mono(source, start, end), rate)
             self._spans.append(SpanWindows(start, end, embeds, bounds + start))
+
+    def _pyannote(self, source: Path, rate: int) -> Diarization:
+        """pyannote's turns as pieces of our spans; each speaker's centroid from our encoder, over up to
+        `CENTROID_SECONDS` of its longest pieces (so `link-speakers` compares like with like)."""
+        from higgs_ds.prep.pyannote_diarizer import pieces_from_turns, speaker_turns
+
+        pieces, labels = pieces_from_turns([(s.start, s.end) for s in self._spans],
+                                           speaker_turns(self.pipeline, source), rate)
+        sums, used = {}, Counter()
+        for piece in sorted(pieces, key=lambda p: p.start - p.end):
+            if piece.speaker is None or used[piece.speaker] >= CENTROID_SECONDS:
+                continue
+            embeds, _ = self.encoder.windows(_read_mono(source, piece.start, piece.end), rate)
+            sums[piece.speaker] = sums.get(piece.speaker, 0) + embeds.sum(axis=0)
+            used[piece.speaker] += (piece.end - piece.start) / rate
+        centroids = np.stack([unit(sums[k]) for k in range(len(labels))]) if labels else np.zeros((0, 0))
+        return Diarization(pieces, centroids)
 
     def _diarized(self, source: Path, name: str, rate: int, account: FileAccount) -> list[Segment]:
         """The file's segments from its diarization: each speaker's turns, shaped as `shape_segments` shapes
         spans but only ever joined to the same speaker; overlap, doubt and short turns dropped."""
-        result: Diarization = diarize(self._spans, self.rule, rate, self.encoder.STEP_SECONDS)
+        result: Diarization = self._pyannote(source, rate) if self.pipeline is not None else \
+            diarize(self._spans, self.rule, rate, self.encoder.STEP_SECONDS)
         labels = {k: f"{name}:spk{k}" for k in range(len(result.centroids))}
         self.file_speakers = {labels[k]: result.centroids[k] for k in labels}
         scale, segments, run = rate / VAD_RATE, [], []
@@ -390,10 +421,14 @@ class Segmenter:
                 seg.reason = "low_asr_confidence"
 
 
+def _read_mono(path: str | Path, start: int, end: int) -> np.ndarray:
+    clip, _ = soundfile.read(str(path), start=start, stop=end, always_2d=True, dtype="float32")
+    return clip.mean(axis=1)
+
+
 def read_clip(seg: Segment) -> np.ndarray:
     """A segment's audio, mono at the source rate, read from its file alone."""
-    clip, _ = soundfile.read(seg.source, start=seg.start, stop=seg.end, always_2d=True, dtype="float32")
-    return clip.mean(axis=1)
+    return _read_mono(seg.source, seg.start, seg.end)
 
 
 class SegmentWriter:
@@ -448,9 +483,13 @@ def segment_recordings(cfg: SegmentConfig) -> dict:
     with open(out / "segments.jsonl", "w", encoding="utf-8") as seg_file, \
             open(out / FILE_SPEAKERS, "w", encoding="utf-8") if diarized else nullcontext() as speakers_file:
         for source in sources:
-            account = FileAccount(str(source), 0, 0)
-            writer = SegmentWriter(segmenter, source, out, seg_file, manifest_lines, account)
-            for seg in segmenter.find(source, account, relative_name(source, cfg.inputs)):
+            account, name = FileAccount(str(source), 0, 0), relative_name(source, cfg.inputs)
+            audio = source  # what is cut: the recording, or its vocals stem
+            if segmenter.separator is not None:
+                with suppress(RuntimeError, soundfile.LibsndfileError):  # undecodable: `find` counts it so
+                    audio = segmenter.separator.write_vocals(source, (out / SEPARATED / name).with_suffix(".wav"))
+            writer = SegmentWriter(segmenter, audio, out, seg_file, manifest_lines, account)
+            for seg in segmenter.find(audio, account, name):
                 writer.add(seg)
             writer.flush()
             if speakers_file is not None:
