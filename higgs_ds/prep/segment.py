@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext, suppress
@@ -378,12 +379,15 @@ class Segmenter:
         self.file_speakers = {labels[k]: result.centroids[k] for k in labels}
         scale, segments, run = rate / VAD_RATE, [], []
 
-        def region_of(sample: int) -> int:
-            return next((i for i, (low, high, _) in enumerate(self._regions) if low <= sample < high), -1)
+        lows = [low for low, _, _ in self._regions]
+
+        def region_of(sample: int) -> int:  # regions tile the stream in order
+            return bisect_right(lows, sample) - 1
 
         def close_run() -> None:
             for start, end in shape_segments([(p.start, p.end) for p in run], self.cfg, rate) if run else []:
-                segments.append(self._segment(source, start, end, rate, scale, labels[run[0].speaker]))
+                segments.append(self._segment(source, start, end, rate, scale, labels[run[0].speaker],
+                                              region=self._regions[region_of(start)][2]))
             run.clear()
 
         for piece in result.pieces:
@@ -392,7 +396,8 @@ class Segmenter:
             if piece.speaker is not None:
                 run.append(piece)
                 continue
-            segments.append(self._segment(source, piece.start, piece.end, rate, scale, None, piece.reason))
+            segments.append(self._segment(source, piece.start, piece.end, rate, scale, None, piece.reason,
+                                          self._regions[region_of(piece.start)][2]))
         close_run()
         account.dropped["no_speech"] += sum(h - low for low, h, _ in self._regions) - sum(s.end - s.start
                                                                                           for s in segments)
@@ -400,8 +405,7 @@ class Segmenter:
         return sorted(segments, key=lambda s: s.start)
 
     def _segment(self, source: Path, start: int, end: int, rate: int, scale: float, speaker: str | None,
-                 reason: str | None = None) -> Segment:
-        region = next((r for low, high, r in self._regions if low <= start < high), None)
+                 reason: str | None = None, region: Region | None = None) -> Segment:
         score = region.score(int(start / scale), int(end / scale)) if region is not None else 0.0
         seg = Segment(str(source), start, end, rate, score, reason, speaker=speaker)
         if reason is None and seg.seconds < self.cfg.min_seconds:
