@@ -115,3 +115,21 @@ def test_bad_speaker_settings_are_config_errors(tmp_path):
         SegmentConfig(inputs=(), out="", speakers="diarize", speaker_encoder="ecapa")
     with pytest.raises(ConfigError, match="--diarizer"):
         SegmentConfig(inputs=(), out="", speakers="diarize", diarizer=f"pyannote:{tmp_path / 'nowhere'}")
+
+
+def test_one_encoder_interface_gives_windows_for_any_encoder(tmp_path):
+    from higgs_ds.quality.signal import resample
+    from higgs_ds.quality.speaker_encoder import load_speaker_encoder, parse_encoder_spec, unit
+    from tests.generate.test_metrics import save_tiny_wavlm
+
+    save_tiny_wavlm(tmp_path / "wavlm")
+    encoder = load_speaker_encoder(f"wavlm:{tmp_path / 'wavlm'}")
+    wav = np.random.default_rng(0).standard_normal(int(3.3 * 8000)).astype(np.float32) * 0.1
+    embeds, bounds = encoder.windows(wav, 8000)
+    # 1.6 s every 0.8 s at 8 kHz, and the tail in a window of full length
+    assert bounds.tolist() == [[0, 12800], [6400, 19200], [12800, 25600], [13600, 26400]]
+    assert np.allclose(embeds[1], unit(encoder.embed_clip(resample(wav, 8000, 16000)[12800:38400])), atol=1e-5)
+    assert np.allclose(np.linalg.norm(embeds, axis=1), 1, atol=1e-5)
+    assert parse_encoder_spec("resemblyzer") == ("resemblyzer", None)
+    with pytest.raises(ValueError, match="wavlm:PATH"):
+        parse_encoder_spec("wavlm:")
