@@ -184,8 +184,7 @@ def diarize(spans: list[SpanWindows], rule: ClusterRule, rate: int, step_seconds
             weights.append(end - first)
     units, weights = np.stack(units), np.asarray(weights, dtype=np.float64)
     labels = cluster(units, weights, rule)
-    window_seconds = step_seconds  # a window speaks for one step of audio
-    sizes = np.bincount(labels, weights=weights) * window_seconds
+    sizes = np.bincount(labels, weights=weights) * step_seconds  # a window speaks for one step of audio
     keep = np.flatnonzero(sizes >= rule.min_cluster_seconds)
     if not len(keep) and len(sizes):
         keep = np.array([int(np.argmax(sizes))])
