@@ -11,13 +11,14 @@ from tests.prep.conversation import write_conversation
 
 @pytest.fixture(scope="session")
 def conversations(tmp_path_factory):
-    """Two recordings in one folder: a 12-turn conversation of voices A, B, C with turns 7 and 8 overlapped
-    (talks/a.wav), and a 5-turn one of voices A and C (talks/b.wav): A and C recur across files."""
+    """Two recordings in one folder: a 12-turn conversation of voices A, B, C with turns 6 and 7 overlapped
+    and turn 4 following turn 3 after 0.1 s (talks/a.wav), and a 5-turn one of voices A and C
+    (talks/b.wav): A and C recur across files."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("needs espeak-ng (make setup installs it)")
     folder = tmp_path_factory.mktemp("voices") / "talks"
     folder.mkdir()
-    first = write_conversation(folder / "a.wav", "ABCABCBACBCA", seed=0, overlap_at=7)
+    first = write_conversation(folder / "a.wav", "ABCABCBACBCA", seed=0, overlap_at=7, quick_at=4)
     second = write_conversation(folder / "b.wav", "ACACA", seed=1)
     return folder, first, second
 

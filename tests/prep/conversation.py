@@ -48,15 +48,18 @@ class Conversation:
 
 
 def write_conversation(path: Path, order: str, seed: int = 0, overlap_at: int | None = None,
-                       overlap_seconds: float = 1.2) -> Conversation:
+                       overlap_seconds: float = 1.2, quick_at: int | None = None) -> Conversation:
     """Turns by the voices in `order` (e.g. "ABCAB..."), each a sentence, with 0.5-1.0 s pauses and faint
-    noise; turn `overlap_at` starts `overlap_seconds` before the previous turn ends."""
+    noise; turn `overlap_at` starts `overlap_seconds` before the previous turn ends, turn `quick_at` 0.1 s
+    after it (too short a pause for VAD to cut: only the speaker embeddings tell the turns apart)."""
     rng = np.random.default_rng(seed)
     clips, turns, at = [], [], 0.6
     for index, voice in enumerate(order):
         wav = speak(SENTENCES[(index * 5 + seed) % len(SENTENCES)], voice)
         if index == overlap_at:
             at = turns[-1][1] - overlap_seconds
+        if index == quick_at:
+            at = turns[-1][1] + 0.1
         clips.append((int(at * RATE), wav))
         turns.append((at, at + len(wav) / RATE, voice))
         at = turns[-1][1] + rng.uniform(0.5, 1.0)

@@ -47,6 +47,12 @@ def test_three_speakers_found_overlap_dropped_every_sample_accounted(conversatio
     assert speakers == 3 and score >= 0.9, (speakers, score)
     assert {r["speaker"] for r in kept} == {"a.wav:spk0", "a.wav:spk1", "a.wav:spk2"}
     assert not [r for r in kept if _overlap((r["start"], r["end"]), talk.overlap) > 0]  # the overlap is not kept
+    change = talk.turns[3][1]  # A hands over to B after 0.1 s: a change VAD does not cut at
+    assert not [r for r in kept if r["start"] < change - 0.3 and r["end"] > change + 0.3]  # split there
+    after = [r for r in kept if change <= r["start"] < talk.turns[4][1]]
+    assert after and after[0]["speaker"] != kept[0]["speaker"]  # B's, not A's
+    # the windows across the change hear both voices: at most 3.2 s around it is dropped, never kept mixed
+    assert after[0]["start"] - change <= 3.2
     assert summary["dropped_seconds"]["overlap"] >= talk.overlap[1] - talk.overlap[0]
     (row,) = summary["per_file"]
     assert row["seconds"] == pytest.approx(talk.seconds, abs=1 / RATE)
