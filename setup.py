@@ -17,6 +17,8 @@ setup(
     extras_require={
         "audio": ["torchaudio", "descript-audio-codec"],
         "lhotse": ["lhotse"],  # prepare_data import --from lhotse
+        # prepare_data segment --diarizer pyannote:FOLDER (not installed by make setup)
+        "pyannote": ["pyannote.audio==4.0.7"],
         "prep": ["silero-vad", "torchaudio", "pyloudnorm", "speechmos", "onnxruntime"],
         "dev": ["pytest", "pytest-benchmark", "ruff", "liger-kernel", "matplotlib", "wandb"],
     },

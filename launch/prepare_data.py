@@ -189,6 +189,16 @@ def _add_segment_parser(sub) -> None:
                                  ("min-asr-confidence", 0.4, fraction)]:
         seg.add_argument(f"--{name}", type=check, default=default)
     seg.add_argument("--speaker-pattern", help=r"regex with a (?P<speaker>...) group, searched in each path")
+    seg.add_argument("--speakers", choices=("file", "diarize"), default="file",
+                     help="file: one speaker per file (or --speaker-pattern's); diarize: the speakers in each file")
+    seg.add_argument("--speaker-encoder", default="resemblyzer",
+                     help="diarize: resemblyzer (GE2E, in its wheel) or wavlm:FOLDER (a local WavLMForXVector)")
+    seg.add_argument("--num-speakers", type=positive_int, help="diarize: a known number of speakers per file")
+    seg.add_argument("--speaker-threshold", type=bounded(float, 0, 2, low_open=True, high_open=True), default=0.3,
+                     help="diarize: cosine distance within which speech is one speaker")
+    seg.add_argument("--diarizer", help="diarize with pyannote:FOLDER (a local pyannote-audio pipeline, optional)")
+    seg.add_argument("--separate", help="demucs:FOLDER: keep the vocals stem of a local Demucs model before VAD")
+    seg.add_argument("--part", help="i/N: segment only part i of N of the input files (a Slurm array task)")
     seg.add_argument("--language", default="ar")
     seg.add_argument("--device", type=device_name, default="cpu")
     seg.add_argument("--asr-batch-size", type=positive_int, default=8)
@@ -197,10 +207,32 @@ def _add_segment_parser(sub) -> None:
 def _segment(args) -> dict:
     from higgs_ds.prep.segment import SegmentConfig, segment_recordings
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "input")}
-    summary = segment_recordings(SegmentConfig(inputs=tuple(args.input), **options))
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "input", "part")}
+    summary = segment_recordings(SegmentConfig(inputs=tuple(args.input), part=parse_part(args.part) if args.part
+                                               else None, **options))
     summary.pop("per_file")
     return summary
+
+
+def _add_link_parser(sub) -> None:
+    link = sub.add_parser("link-speakers", help="the speakers of diarized segment folders, linked across files",
+                          description="Clusters the per-file speaker centroids of `segment --speakers diarize` "
+                          "folders (all parts) over the corpus and writes manifest.jsonl (speaker: the linked id, "
+                          "file_speaker: the per-file label, references paired within the linked speaker), "
+                          "speakers.jsonl and link_summary.json under --out. See docs/data.md, 'Many speakers'.")
+    link.add_argument("segment_dirs", nargs="+", help="the segment output folders")
+    link.add_argument("--out", required=True)
+    link.add_argument("--threshold", type=bounded(float, 0, 2, low_open=True, high_open=True), default=0.2,
+                      help="cosine distance between file speakers' centroids within which they are one speaker "
+                           "(centroids average many windows, so they sit closer than single windows)")
+    link.add_argument("--seed", type=int, default=0, help="seeds the reference draw")
+
+
+def _link(args) -> dict:
+    from higgs_ds.prep.link_speakers import LinkConfig, link_speakers
+
+    return link_speakers(LinkConfig(segment_dirs=tuple(args.segment_dirs), out=args.out, threshold=args.threshold,
+                                    seed=args.seed))
 
 
 def _add_filter_parser(sub) -> None:
@@ -219,6 +251,8 @@ def _add_filter_parser(sub) -> None:
     filt.add_argument("--loudness-target", type=finite, help="LUFS: write kept audio normalised to this loudness")
     filt.add_argument("--no-dnsmos", dest="dnsmos", action="store_false")
     filt.add_argument("--dry-run", action="store_true", help="only the report and metrics")
+    filt.add_argument("--ref-pairing", choices=("none", "same-speaker"), default="none",
+                      help="same-speaker: references drawn anew among the kept rows of each speaker")
     filt.add_argument("--device", type=device_name, default="cpu")
 
 
@@ -345,6 +379,7 @@ COMMANDS = {
     "demo": (_add_demo_parser, _demo),
     "import": (_add_import_parser, _import),
     "segment": (_add_segment_parser, _segment),
+    "link-speakers": (_add_link_parser, _link),
     "filter": (_add_filter_parser, _filter),
     "merge": (_add_merge_parser, _merge),
     "preferences": (_add_preferences_parser, _preferences),

@@ -21,7 +21,9 @@ import soundfile
 from higgs_ds.data.text import EMPTY, normalize_arabic, unspeakable
 from higgs_ds.errors import DataError, quote
 
-_KNOWN_FIELDS = {"id", "text", "audio", "codes", "speaker", "scene", "ref_audio", "ref_codes", "ref_text"}
+# file_speaker: the per-recording speaker label `prepare_data link-speakers` keeps beside the linked `speaker`
+_KNOWN_FIELDS = {"id", "text", "audio", "codes", "speaker", "file_speaker", "scene", "ref_audio", "ref_codes",
+                 "ref_text"}
 _PATH_FIELDS = ("audio", "codes", "ref_audio", "ref_codes")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 

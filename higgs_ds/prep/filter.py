@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from higgs_ds.data.importers.common import Accepted, pair_references
 from higgs_ds.data.manifest import BadSampleError, ManifestEntry, audio_header, read_manifest
 from higgs_ds.data.text import normalize_for_eval
 from higgs_ds.errors import ConfigError, DataError
@@ -58,6 +59,7 @@ class FilterConfig:
     loudness_target: float | None = None  # LUFS: kept audio is written normalised under out/audio/
     dnsmos: bool = True
     dry_run: bool = False
+    ref_pairing: str = "none"  # "same-speaker": kept rows get references anew, within their speaker
     language: str = "ar"
     device: str = "cpu"
 
@@ -67,6 +69,8 @@ class FilterConfig:
         if self.asr and not Path(self.asr).is_dir():
             raise ConfigError(f"{self.asr} is not a local folder", where="--asr",
                               fix="give a Whisper checkpoint folder")
+        if self.ref_pairing not in ("none", "same-speaker"):
+            raise ConfigError(f"--ref-pairing {self.ref_pairing!r} is not none or same-speaker", where="--ref-pairing")
 
     def rules(self) -> dict[str, tuple[str, float]]:
         """metric -> ("min" | "max", threshold)"""
@@ -206,23 +210,39 @@ def filter_manifest(cfg: FilterConfig) -> dict:
             f.write(json.dumps({"where": reject["where"], "id": reject["id"], "kind": "quality",
                                 "failed": reject["failed"]}, ensure_ascii=False) + "\n")
     kept = [e for e in entries if e.id not in rejected_ids] + unmeasured
-    _write_manifest(kept, cfg, out)
+    unpaired = _write_manifest(kept, cfg, out)
+    if unpaired is not None:
+        summary["without_reference"] = unpaired
     return summary
 
 
-def _write_manifest(kept: list[ManifestEntry], cfg: FilterConfig, out: Path) -> None:
-    """The kept lines, paths made relative to `out` (audio loudness-normalised when asked)."""
+def _write_manifest(kept: list[ManifestEntry], cfg: FilterConfig, out: Path) -> int | None:
+    """The kept lines, paths made relative to `out` (audio loudness-normalised when asked). With
+    `ref_pairing`, references are drawn anew among the kept rows of each speaker (a rejected row is no
+    reference) by the function `import --ref-pairing same-speaker` uses; returns how many got none."""
     with open(cfg.manifest, encoding="utf-8", errors="replace") as f:
         raw_lines = dict(enumerate(f, start=1))
+    records = []
+    for entry in kept:
+        record = json.loads(raw_lines[entry.line])  # parsed before: read_manifest kept it
+        for field in ("audio", "codes", "ref_audio", "ref_codes"):
+            if getattr(entry, field):
+                record[field] = os.path.relpath(getattr(entry, field), out)
+        if cfg.loudness_target is not None and entry.audio:
+            record["audio"] = _normalised_copy(entry, cfg.loudness_target, out)
+        records.append(record)
+    unpaired = None
+    if cfg.ref_pairing == "same-speaker":
+        if any(not r.get("speaker") for r in records):
+            raise DataError("--ref-pairing same-speaker needs a speaker on every row", where=cfg.manifest,
+                            fix="segment with --speakers diarize (then link-speakers) or --speaker-pattern")
+        for record in records:
+            for field in ("ref_audio", "ref_codes", "ref_text"):
+                record.pop(field, None)
+        unpaired = pair_references([Accepted(r, r["id"], 0.0) for r in records], seed=0)
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
-        for entry in kept:
-            record = json.loads(raw_lines[entry.line])  # parsed before: read_manifest kept it
-            for field in ("audio", "codes", "ref_audio", "ref_codes"):
-                if getattr(entry, field):
-                    record[field] = os.path.relpath(getattr(entry, field), out)
-            if cfg.loudness_target is not None and entry.audio:
-                record["audio"] = _normalised_copy(entry, cfg.loudness_target, out)
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return unpaired
 
 
 def _normalised_copy(entry: ManifestEntry, target: float, out: Path) -> str:

@@ -15,6 +15,13 @@ ASR batch of clips, whatever the file's length (`vad_stream`):
 5. what no segment covers is `no_speech`; a file that cannot be read is `failed_to_decode`, and so is the
    rest of a file whose decoding fails part way (what was read before is segmented).
 
+With `speakers="diarize"` each file's speech spans are embedded and clustered into speakers
+(`prep/diarize.py`) once the whole file is read: a span is split where its speaker changes, speech
+where two voices overlap or whose speaker is in doubt is dropped (`overlap`, `uncertain_speaker`), a
+turn shorter than `min_seconds` is dropped (`short_turn`) and joins only its own speaker's neighbour,
+and every segment's speaker is `<source path relative to its input>:spk<k>`. Each speaker's centroid
+goes to `file_speakers.jsonl`, which `prepare_data link-speakers` clusters over the corpus.
+
 Counting is done in source samples, so for each file kept + dropped equals its length exactly.
 The output folder never is, holds or lies inside an input, and input folders are searched without
 descending into any segment output, so cut wavs are never segmented again.
@@ -28,24 +35,34 @@ import json
 import logging
 import os
 import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import soundfile
 
+from higgs_ds.data.parts import part_lines
 from higgs_ds.errors import ConfigError, DataError
 from higgs_ds.output_guard import OutputKind, inside
+from higgs_ds.prep.diarize import ClusterRule, Diarization, SpanWindows, diarize
 from higgs_ds.prep.vad_stream import VAD_RATE, Region, SpeechRegions, VadProbabilities, read_16k_blocks
 from higgs_ds.quality.models import MODEL_RATE
 from higgs_ds.quality.signal import resample
+from higgs_ds.quality.speaker_encoder import DEFAULT_ENCODER, parse_encoder_spec, unit
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
-DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode")
+DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode", "overlap",
+                "uncertain_speaker", "short_turn")
+FILE_SPEAKERS = "file_speakers.jsonl"  # diarize: one line per speaker of a file, with its centroid
+SEPARATED = "separated"  # --separate: the vocals stems, under the output folder
+CENTROID_SECONDS = 120.0  # pyannote: speech per speaker embedded for its centroid
 SEGMENT_OUTPUT = OutputKind("prepare_data segment", files=("segments.jsonl",))
 
 
@@ -62,6 +79,13 @@ class SegmentConfig:
     vad_threshold: float = 0.5
     min_asr_confidence: float = 0.4
     speaker_pattern: str | None = None  # regex with a `speaker` group, searched in the source path
+    speakers: Literal["file", "diarize"] = "file"  # one speaker per file (or its path's), or diarized
+    speaker_encoder: str = DEFAULT_ENCODER  # diarize: "resemblyzer" or "wavlm:PATH"
+    num_speakers: int | None = None  # diarize: a known number of speakers per file
+    speaker_threshold: float = 0.3  # diarize: cosine distance within which windows are one speaker
+    diarizer: str | None = None  # diarize: "pyannote:PATH" runs a local pyannote-audio pipeline instead
+    separate: str | None = None  # "demucs:PATH": keep the vocals stem of a local Demucs model before VAD
+    part: tuple[int, int] | None = None  # (i, N): only part i of N of the input files
     language: str = "ar"
     device: str = "cpu"
     asr_batch_size: int = 8
@@ -76,6 +100,28 @@ class SegmentConfig:
                               where="--max-seconds", fix="use at most 30 with --asr")
         if self.speaker_pattern and "(?P<speaker>" not in self.speaker_pattern:
             raise ConfigError(f"{self.speaker_pattern!r} has no (?P<speaker>...) group", where="--speaker-pattern")
+        if self.speakers not in ("file", "diarize"):
+            raise ConfigError(f"--speakers {self.speakers!r} is not 'file' or 'diarize'", where="--speakers")
+        diarize_only = {"--num-speakers": self.num_speakers, "--diarizer": self.diarizer}
+        if self.speakers != "diarize" and any(v is not None for v in diarize_only.values()):
+            raise ConfigError(f"{', '.join(k for k, v in diarize_only.items() if v is not None)} needs --speakers "
+                              "diarize", where="--speakers")
+        if self.speakers == "diarize" and self.speaker_pattern:
+            raise ConfigError("--speaker-pattern names one speaker per file, --speakers diarize finds them",
+                              where="--speaker-pattern", fix="give one of the two")
+        if self.num_speakers is not None and self.num_speakers < 1:
+            raise ConfigError(f"--num-speakers {self.num_speakers} is below 1", where="--num-speakers")
+        if not 0 < self.speaker_threshold < 2:
+            raise ConfigError(f"--speaker-threshold {self.speaker_threshold} is not a cosine distance in (0, 2)",
+                              where="--speaker-threshold")
+        try:
+            parse_encoder_spec(self.speaker_encoder)
+        except ValueError as exc:
+            raise ConfigError(str(exc), where="--speaker-encoder", fix="give resemblyzer or wavlm:FOLDER") from None
+        for flag, value, kind in (("--diarizer", self.diarizer, "pyannote"), ("--separate", self.separate, "demucs")):
+            if value is not None and (not value.startswith(f"{kind}:") or not Path(value[len(kind) + 1:]).is_dir()):
+                raise ConfigError(f"{flag} {value!r} is not {kind}:FOLDER with an existing folder", where=flag,
+                                  fix=f"copy the {kind} model to a local folder and give {kind}:<that folder>")
         if self.asr and not Path(self.asr).is_dir():
             raise ConfigError(f"{self.asr} is not a local folder", where="--asr",
                               fix="give a folder with a Whisper checkpoint (config.json, weights, processor files)")
@@ -91,6 +137,7 @@ class Segment:
     reason: str | None = None  # None when kept
     text: str = ""
     asr_confidence: float | None = None
+    speaker: str | None = None  # diarize: "<relative source>:spk<k>"
 
     @property
     def seconds(self) -> float:
@@ -100,7 +147,7 @@ class Segment:
         return {"source": self.source, "start": round(self.start / self.sample_rate, 3),
                 "end": round(self.end / self.sample_rate, 3), "vad_score": round(self.vad_score, 4),
                 "asr_confidence": None if self.asr_confidence is None else round(self.asr_confidence, 4),
-                "text": self.text, "kept": self.reason is None, "reason": self.reason}
+                "text": self.text, "kept": self.reason is None, "reason": self.reason, "speaker": self.speaker}
 
 
 @dataclass
@@ -137,6 +184,24 @@ def find_sources(inputs: tuple[str, ...], out: str | Path | None = None) -> list
         raise DataError(f"no audio files under {', '.join(inputs)}", where="--input",
                         fix=f"audio files end in one of {sorted(AUDIO_SUFFIXES)}")
     return sources
+
+
+def part_of(sources: list[Path], part: tuple[int, int] | None) -> list[Path]:
+    """Part i of N of the input files: a contiguous range of the sorted list, as `build --part` splits lines."""
+    if part is None:
+        return sources
+    first, end = part_lines(len(sources), part)
+    return sources[first - 1:end - 1]
+
+
+def relative_name(source: Path, inputs: tuple[str, ...]) -> str:
+    """The source's path relative to the input that names it (a folder, or a list's folder), else its name:
+    the same on every node and in every part, so speaker labels built on it are unique across the corpus."""
+    for item in map(Path, inputs):
+        base = item if item.is_dir() else item.parent if item.suffix.lower() not in AUDIO_SUFFIXES else None
+        if base is not None and inside(source, base):
+            return Path(os.path.relpath(Path(source).resolve(), base.resolve())).as_posix()
+    return Path(source).name
 
 
 def _audio_under(folder: Path) -> list[Path]:
@@ -178,7 +243,21 @@ class Segmenter:
     def __init__(self, cfg: SegmentConfig) -> None:
         self.cfg = cfg
         self.vad = VadProbabilities()
-        self.asr = None
+        self.asr = self.encoder = self.pipeline = self.separator = None
+        self.rule = ClusterRule(threshold=cfg.speaker_threshold, num_speakers=cfg.num_speakers)
+        self.file_speakers: dict[str, np.ndarray] = {}  # diarize: the last file's speaker -> centroid
+        if cfg.speakers == "diarize":
+            from higgs_ds.quality.speaker_encoder import load_speaker_encoder
+
+            self.encoder = load_speaker_encoder(cfg.speaker_encoder, cfg.device)
+        if cfg.diarizer:
+            from higgs_ds.prep.pyannote_diarizer import load_pipeline
+
+            self.pipeline = load_pipeline(cfg.diarizer, cfg.device)
+        if cfg.separate:
+            from higgs_ds.prep.separate import VocalsSeparator
+
+            self.separator = VocalsSeparator(cfg.separate, cfg.device)
         if cfg.asr:
             from higgs_ds.prep.asr import BatchedWhisper
 
@@ -193,10 +272,12 @@ class Segmenter:
                             fix="fix the pattern, or leave it out for one speaker per file")
         return match["speaker"]
 
-    def find(self, source: Path, account: FileAccount) -> Iterator[Segment]:
-        """The segments of one file in time order, each region's as soon as it closes, transcripts not yet
-        filled in. `account` gets the file's rate and length, and every sample no segment covers."""
+    def find(self, source: Path, account: FileAccount, name: str | None = None) -> Iterator[Segment]:
+        """The segments of one file in time order, each region's as soon as it closes (diarized: all once the
+        file is read), transcripts not yet filled in. `account` gets the file's rate and length, and every
+        sample no segment covers. `name`: the file's name in speaker labels (diarize)."""
         cfg = self.cfg
+        self._spans, self._regions, self._region_samples = [], [], 0
         try:
             info = soundfile.info(str(source))
         except (RuntimeError, soundfile.LibsndfileError) as exc:
@@ -227,6 +308,8 @@ class Segmenter:
             read, streamed = read + frames, streamed + len(block)
         for region in regions.push(self.vad.flush()) + regions.finish(streamed):
             yield from self._cut(source, region, rate, length, account)
+        if self.encoder is not None:
+            yield from self._diarized(source, name or source.name, rate, account)
         covered = min(length, round(streamed * scale))  # where the last region ends, as `_cut` maps it
         if failure is not None:  # what was read before the failure is segmented; the rest is lost
             log.warning("%s: cannot be decoded after %.0f s (%s); the rest is counted as failed_to_decode",
@@ -239,6 +322,10 @@ class Segmenter:
         low, high = (min(length, round(x * scale)) for x in (region.start, region.end))
         spans = [(max(low, min(high, round(a * scale))), max(low, min(high, round(b * scale))))
                  for a, b in region.spans]
+        if self.encoder is not None:
+            self._embed(source, [(a, b) for a, b in spans if b > a], rate)
+            self._regions.append((low, high, region))
+            return []
         segments = []
         for start, end in shape_segments([(a, b) for a, b in spans if b > a], cfg, rate):
             seg = Segment(str(source), start, end, rate, region.score(int(start / scale), int(end / scale)))
@@ -249,6 +336,83 @@ class Segmenter:
             segments.append(seg)
         account.dropped["no_speech"] += high - low - sum(s.end - s.start for s in segments)
         return segments
+
+    def _embed(self, source: Path, spans: list[tuple[int, int]], rate: int) -> None:
+        """A region's speech spans (padded neighbours cut apart at the middle) and, for our own diarizer,
+        their window embeddings."""
+        for i, (start, end) in enumerate(spans):
+            if i and spans[i - 1][1] > start:
+                start = (start + spans[i - 1][1]) // 2
+            if i + 1 < len(spans) and spans[i + 1][0] < end:
+                end = (end + spans[i + 1][0]) // 2
+            if end <= start:
+                continue
+            if self.pipeline is not None:  # pyannote finds the speakers from the file itself
+                self._spans.append(SpanWindows(start, end, np.zeros((0, 0)), np.zeros((0, 2), dtype=np.int64)))
+                continue
+            embeds, bounds = self.encoder.windows(_read_mono(source, start, end), rate)
+            self._spans.append(SpanWindows(start, end, embeds, bounds + start))
+
+    def _pyannote(self, source: Path, rate: int) -> Diarization:
+        """pyannote's turns as pieces of our spans; each speaker's centroid from our encoder, over up to
+        `CENTROID_SECONDS` of its longest pieces (so `link-speakers` compares like with like)."""
+        from higgs_ds.prep.pyannote_diarizer import pieces_from_turns, speaker_turns
+
+        pieces, labels = pieces_from_turns([(s.start, s.end) for s in self._spans],
+                                           speaker_turns(self.pipeline, source), rate)
+        sums, used = {}, Counter()
+        for piece in sorted(pieces, key=lambda p: p.start - p.end):
+            if piece.speaker is None or used[piece.speaker] >= CENTROID_SECONDS:
+                continue
+            embeds, _ = self.encoder.windows(_read_mono(source, piece.start, piece.end), rate)
+            sums[piece.speaker] = sums.get(piece.speaker, 0) + embeds.sum(axis=0)
+            used[piece.speaker] += (piece.end - piece.start) / rate
+        centroids = np.stack([unit(sums[k]) for k in range(len(labels))]) if labels else np.zeros((0, 0))
+        return Diarization(pieces, centroids)
+
+    def _diarized(self, source: Path, name: str, rate: int, account: FileAccount) -> list[Segment]:
+        """The file's segments from its diarization: each speaker's turns, shaped as `shape_segments` shapes
+        spans but only ever joined to the same speaker; overlap, doubt and short turns dropped."""
+        result: Diarization = self._pyannote(source, rate) if self.pipeline is not None else \
+            diarize(self._spans, self.rule, rate, self.encoder.STEP_SECONDS)
+        labels = {k: f"{name}:spk{k}" for k in range(len(result.centroids))}
+        self.file_speakers = {labels[k]: result.centroids[k] for k in labels}
+        scale, segments, run = rate / VAD_RATE, [], []
+
+        lows = [low for low, _, _ in self._regions]
+
+        def region_of(sample: int) -> int:  # regions tile the stream in order
+            return bisect_right(lows, sample) - 1
+
+        def close_run() -> None:
+            for start, end in shape_segments([(p.start, p.end) for p in run], self.cfg, rate) if run else []:
+                segments.append(self._segment(source, start, end, rate, scale, labels[run[0].speaker],
+                                              region=self._regions[region_of(start)][2]))
+            run.clear()
+
+        for piece in result.pieces:
+            if run and (piece.speaker != run[0].speaker or region_of(piece.start) != region_of(run[0].start)):
+                close_run()
+            if piece.speaker is not None:
+                run.append(piece)
+                continue
+            segments.append(self._segment(source, piece.start, piece.end, rate, scale, None, piece.reason,
+                                          self._regions[region_of(piece.start)][2]))
+        close_run()
+        account.dropped["no_speech"] += sum(h - low for low, h, _ in self._regions) - sum(s.end - s.start
+                                                                                          for s in segments)
+        self._spans, self._regions = [], []
+        return sorted(segments, key=lambda s: s.start)
+
+    def _segment(self, source: Path, start: int, end: int, rate: int, scale: float, speaker: str | None,
+                 reason: str | None = None, region: Region | None = None) -> Segment:
+        score = region.score(int(start / scale), int(end / scale)) if region is not None else 0.0
+        seg = Segment(str(source), start, end, rate, score, reason, speaker=speaker)
+        if reason is None and seg.seconds < self.cfg.min_seconds:
+            seg.reason = "short_turn"
+        elif reason is None and seg.seconds > self.cfg.max_seconds:
+            seg.reason = "too_long"
+        return seg
 
     def transcribe(self, segments: list[Segment], clips: list[np.ndarray]) -> None:
         """Fills in the transcripts of kept segments from their clips (at the source rate)."""
@@ -261,10 +425,14 @@ class Segmenter:
                 seg.reason = "low_asr_confidence"
 
 
+def _read_mono(path: str | Path, start: int, end: int) -> np.ndarray:
+    clip, _ = soundfile.read(str(path), start=start, stop=end, always_2d=True, dtype="float32")
+    return clip.mean(axis=1)
+
+
 def read_clip(seg: Segment) -> np.ndarray:
     """A segment's audio, mono at the source rate, read from its file alone."""
-    clip, _ = soundfile.read(seg.source, start=seg.start, stop=seg.end, always_2d=True, dtype="float32")
-    return clip.mean(axis=1)
+    return _read_mono(seg.source, seg.start, seg.end)
 
 
 class SegmentWriter:
@@ -276,6 +444,7 @@ class SegmentWriter:
         self.segmenter, self.source, self.out, self.seg_file, self.manifest = segmenter, source, out, seg_file, manifest
         self.account, self.queue, self.index, self.kept, self._speaker = account, [], 0, 0, None
         self.batch = segmenter.cfg.asr_batch_size if segmenter.asr else 1
+        self.speaker_seconds: Counter = Counter()  # diarize: kept seconds per speaker label
 
     def add(self, seg: Segment) -> None:
         self.queue.append(seg)
@@ -298,26 +467,37 @@ class SegmentWriter:
             wav = Path("wavs") / self.source.stem / f"{name}.wav"
             (self.out / wav).parent.mkdir(parents=True, exist_ok=True)
             soundfile.write(self.out / wav, clip_of[id(seg)], seg.sample_rate)
+            if seg.speaker is not None:
+                self.speaker_seconds[seg.speaker] += seg.seconds
             if self.segmenter.asr:
-                self._speaker = self._speaker or self.segmenter.speaker(self.source)
-                self.manifest.append({"id": name, "audio": str(wav), "text": seg.text, "speaker": self._speaker})
+                self._speaker = seg.speaker or self._speaker or self.segmenter.speaker(self.source)
+                self.manifest.append({"id": name, "audio": str(wav), "text": seg.text,
+                                      "speaker": seg.speaker or self._speaker})
         self.queue.clear()
 
 
 def segment_recordings(cfg: SegmentConfig) -> dict:
     """Writes wavs/, segments.jsonl, manifest.jsonl (with --asr) and segment_summary.json under `cfg.out`."""
     out = SEGMENT_OUTPUT.check(cfg.out, inputs=cfg.inputs)
-    sources = find_sources(cfg.inputs, out)
+    sources = part_of(find_sources(cfg.inputs, out), cfg.part)
     (SEGMENT_OUTPUT.create(out) / "wavs").mkdir(exist_ok=True)
     segmenter = Segmenter(cfg)
     accounts, manifest_lines, kept_segments = [], [], 0
-    with open(out / "segments.jsonl", "w", encoding="utf-8") as seg_file:
+    diarized = cfg.speakers == "diarize"
+    with open(out / "segments.jsonl", "w", encoding="utf-8") as seg_file, \
+            open(out / FILE_SPEAKERS, "w", encoding="utf-8") if diarized else nullcontext() as speakers_file:
         for source in sources:
-            account = FileAccount(str(source), 0, 0)
-            writer = SegmentWriter(segmenter, source, out, seg_file, manifest_lines, account)
-            for seg in segmenter.find(source, account):
+            account, name = FileAccount(str(source), 0, 0), relative_name(source, cfg.inputs)
+            audio = source  # what is cut: the recording, or its vocals stem
+            if segmenter.separator is not None:
+                with suppress(RuntimeError, soundfile.LibsndfileError):  # undecodable: `find` counts it so
+                    audio = segmenter.separator.write_vocals(source, (out / SEPARATED / name).with_suffix(".wav"))
+            writer = SegmentWriter(segmenter, audio, out, seg_file, manifest_lines, account)
+            for seg in segmenter.find(audio, account, name):
                 writer.add(seg)
             writer.flush()
+            if speakers_file is not None:
+                _write_file_speakers(speakers_file, source, segmenter, writer.speaker_seconds)
             kept_segments += writer.kept
             if account.kept + sum(account.dropped.values()) != account.samples:  # a bug, never bad input
                 raise AssertionError(f"{source}: seconds do not add up: {account}")
@@ -328,6 +508,16 @@ def segment_recordings(cfg: SegmentConfig) -> dict:
     summary = summarize(accounts, kept_segments, cfg)
     (out / "segment_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     return summary
+
+
+def _write_file_speakers(f, source: Path, segmenter: Segmenter, kept: Counter) -> None:
+    """One line per speaker of the file that kept any speech: its centroid, for `link-speakers`."""
+    for label, centroid in segmenter.file_speakers.items():
+        if kept[label] > 0:
+            f.write(json.dumps({"speaker": label, "source": str(source), "seconds": round(kept[label], 3),
+                                "encoder": segmenter.cfg.speaker_encoder,
+                                "centroid": [round(float(x), 6) for x in centroid]}) + "\n")
+    segmenter.file_speakers = {}
 
 
 def summarize(accounts: list[FileAccount], kept_segments: int, cfg: SegmentConfig) -> dict:

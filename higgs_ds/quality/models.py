@@ -1,7 +1,7 @@
 """Model-based metrics, all loaded from local files: nothing is downloaded.
 
-- `ResemblyzerEmbedder`: resemblyzer's speaker encoder (its weights ship in the wheel).
-- `WavLMEmbedder`: a local `WavLMForXVector` folder (e.g. microsoft/wavlm-base-plus-sv copied by hand).
+- `ResemblyzerEmbedder`, `WavLMEmbedder`: speaker embeddings (`speaker_encoder`, the interface they share
+  with diarization and speaker linking; `load_speaker_encoder("resemblyzer" | "wavlm:PATH")`).
 - `WhisperTranscriber`: a local `WhisperForConditionalGeneration` folder with its processor, decoding
   in a fixed language (Arabic by default).
 - `DnsMos`: DNSMOS P.835 + P.808 from speechmos' bundled ONNX models (16 kHz input).
@@ -17,55 +17,13 @@ import numpy as np
 import torch
 
 from higgs_ds.quality.signal import resample
-
-MODEL_RATE = 16_000  # the input rate of every model here, Whisper's included (prep resamples to it)
-
-
-def _local_folder(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{what}: {path} is not a local model folder (no config.json); copy the model there "
-                                f"first, nothing is downloaded")
-    return path
-
-
-class ResemblyzerEmbedder:
-    """256-d speaker embedding; silence longer than resemblyzer's VAD window is cut first."""
-
-    MIN_SAMPLES = MODEL_RATE // 4  # resemblyzer needs some speech; below this the untrimmed clip is used
-
-    def __init__(self, device: str = "cpu") -> None:
-        from resemblyzer import VoiceEncoder
-
-        self.encoder = VoiceEncoder(device=device, verbose=False)
-
-    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        from resemblyzer import preprocess_wav
-        from resemblyzer.audio import normalize_volume
-
-        wav = resample(wav, sample_rate, MODEL_RATE)
-        trimmed = preprocess_wav(wav)
-        if len(trimmed) < self.MIN_SAMPLES:  # VAD kept (almost) nothing: noise or silence
-            trimmed = normalize_volume(wav, -30, increase_only=True)
-        return self.encoder.embed_utterance(trimmed)
-
-
-class WavLMEmbedder:
-    """x-vector of a local `WavLMForXVector` (seed-tts-eval scores SIM with a WavLM speaker model)."""
-
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        from transformers import AutoFeatureExtractor, WavLMForXVector
-
-        path = _local_folder(path, "WavLM speaker model")
-        self.features = AutoFeatureExtractor.from_pretrained(str(path))
-        self.model = WavLMForXVector.from_pretrained(str(path)).to(device).eval()
-        self.device = device
-
-    @torch.no_grad()
-    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        inputs = self.features(resample(wav, sample_rate, MODEL_RATE), sampling_rate=MODEL_RATE, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        return self.model(**inputs).embeddings[0].float().cpu().numpy()
+from higgs_ds.quality.speaker_encoder import (  # noqa: F401 (the scorer's speaker models, re-exported)
+    MODEL_RATE,  # the input rate of every model here, Whisper's included (prep resamples to it)
+    ResemblyzerEmbedder,
+    WavLMEmbedder,
+    _local_folder,
+    load_speaker_encoder,
+)
 
 
 class WhisperTranscriber:

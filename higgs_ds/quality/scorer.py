@@ -176,8 +176,9 @@ def build_scorer(cfg: ScorerConfig) -> SpeechScorer:
 
     return SpeechScorer(
         transcriber=models.WhisperTranscriber(cfg.whisper, cfg.device, cfg.language) if cfg.whisper else None,
-        speaker_embedder=models.ResemblyzerEmbedder(cfg.device) if cfg.resemblyzer else None,
-        extra_speaker_embedders={"wavlm": models.WavLMEmbedder(cfg.wavlm, cfg.device)} if cfg.wavlm else {},
+        speaker_embedder=models.load_speaker_encoder("resemblyzer", cfg.device) if cfg.resemblyzer else None,
+        extra_speaker_embedders={"wavlm": models.load_speaker_encoder(f"wavlm:{cfg.wavlm}", cfg.device)}
+        if cfg.wavlm else {},
         quality=models.DnsMos() if cfg.dnsmos else None, mcd=cfg.mcd)
 
 
