@@ -440,8 +440,9 @@ class SegmentWriter:
     the manifest, transcribed `asr_batch_size` at a time (each clip read from the source once)."""
 
     def __init__(self, segmenter: Segmenter, source: Path, out: Path, seg_file, manifest: list[dict],
-                 account: FileAccount) -> None:
+                 account: FileAccount, name: str) -> None:
         self.segmenter, self.source, self.out, self.seg_file, self.manifest = segmenter, source, out, seg_file, manifest
+        self.key = Path(name).with_suffix("").as_posix()  # the source's path under its input: unique in the corpus
         self.account, self.queue, self.index, self.kept, self._speaker = account, [], 0, 0, None
         self.batch = segmenter.cfg.asr_batch_size if segmenter.asr else 1
         self.speaker_seconds: Counter = Counter()  # diarize: kept seconds per speaker label
@@ -458,13 +459,13 @@ class SegmentWriter:
         clip_of = {id(s): clip for s, clip in zip(kept, clips, strict=True)}
         for seg in self.queue:
             self.seg_file.write(json.dumps(seg.record(), ensure_ascii=False) + "\n")
-            name, self.index = f"{self.source.stem}_{self.index:04d}", self.index + 1
+            name, self.index = f"{self.key.replace('/', '__')}_{self.index:04d}", self.index + 1
             if seg.reason:
                 self.account.dropped[seg.reason] += seg.end - seg.start
                 continue
             self.account.kept += seg.end - seg.start
             self.kept += 1
-            wav = Path("wavs") / self.source.stem / f"{name}.wav"
+            wav = Path("wavs") / self.key / f"{name}.wav"
             (self.out / wav).parent.mkdir(parents=True, exist_ok=True)
             soundfile.write(self.out / wav, clip_of[id(seg)], seg.sample_rate)
             if seg.speaker is not None:
@@ -476,10 +477,25 @@ class SegmentWriter:
         self.queue.clear()
 
 
+def _refuse_same_names(sources: list[Path], inputs: tuple[str, ...]) -> None:
+    """Two recordings that would get one name (talk.wav in two --input folders) would write over each other's
+    cut wavs and share segment ids: refused before anything is written, naming both."""
+    seen: dict[str, Path] = {}
+    for source in sources:
+        key = Path(relative_name(source, inputs)).with_suffix("").as_posix()
+        if key in seen:
+            raise DataError(f"{seen[key]} and {source} would both be named {key!r} (their wavs and segment ids "
+                            "would collide)", where="--input",
+                            fix="give their common parent folder as one --input, or rename one of them")
+        seen[key] = source
+
+
 def segment_recordings(cfg: SegmentConfig) -> dict:
     """Writes wavs/, segments.jsonl, manifest.jsonl (with --asr) and segment_summary.json under `cfg.out`."""
     out = SEGMENT_OUTPUT.check(cfg.out, inputs=cfg.inputs)
-    sources = part_of(find_sources(cfg.inputs, out), cfg.part)
+    sources = find_sources(cfg.inputs, out)
+    _refuse_same_names(sources, cfg.inputs)
+    sources = part_of(sources, cfg.part)
     (SEGMENT_OUTPUT.create(out) / "wavs").mkdir(exist_ok=True)
     segmenter = Segmenter(cfg)
     accounts, manifest_lines, kept_segments = [], [], 0
@@ -492,7 +508,7 @@ def segment_recordings(cfg: SegmentConfig) -> dict:
             if segmenter.separator is not None:
                 with suppress(RuntimeError, soundfile.LibsndfileError):  # undecodable: `find` counts it so
                     audio = segmenter.separator.write_vocals(source, (out / SEPARATED / name).with_suffix(".wav"))
-            writer = SegmentWriter(segmenter, audio, out, seg_file, manifest_lines, account)
+            writer = SegmentWriter(segmenter, audio, out, seg_file, manifest_lines, account, name)
             for seg in segmenter.find(audio, account, name):
                 writer.add(seg)
             writer.flush()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from higgs_ds.errors import ConfigError
+from higgs_ds.errors import ConfigError, DataError
 from higgs_ds.prep.segment import SEGMENT_OUTPUT, SegmentConfig, find_sources, segment_recordings, shape_segments
 from tests.prep.long_recording import spoken_sentence
 from tests.prep.tiny_whisper import save_tiny_whisper
@@ -150,3 +150,22 @@ def test_input_discovery_never_descends_into_a_segment_output(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("recordings/talk.wav\nrecordings/old/wavs/talk/talk_0000.wav\n")
     assert find_sources((str(listing),), out=recordings / "old") == [recordings / "talk.wav"]
+
+
+def test_recordings_of_one_name_in_different_folders_keep_their_own_wavs(recording, tmp_path):
+    """talk.wav in two subfolders of one input: each gets its own wavs/<folder>/talk/ and its own ids; the same
+    two as separate --input folders (where nothing tells them apart) are refused before anything is written."""
+    path, *_ = recording
+    root = tmp_path / "rec"
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True)
+        shutil.copy(path, root / folder / "talk.wav")
+    segment_recordings(SegmentConfig(inputs=(str(root),), out=str(tmp_path / "seg")))
+    cut = tmp_path / "seg" / "wavs"
+    wavs = sorted(p.relative_to(cut).as_posix() for p in cut.rglob("*.wav"))
+    assert wavs[0].startswith("a/talk/a__talk_0000") and any(w.startswith("b/talk/b__talk_") for w in wavs)
+    assert len(wavs) == 2 * len(SENTENCES)
+
+    with pytest.raises(DataError, match=r"would both be named 'talk'"):
+        segment_recordings(SegmentConfig(inputs=(str(root / "a"), str(root / "b")), out=str(tmp_path / "two")))
+    assert not (tmp_path / "two").exists()
