@@ -18,6 +18,7 @@ setup(
         "audio": ["torchaudio", "descript-audio-codec"],
         "lhotse": ["lhotse"],  # prepare_data import --from lhotse
         "prep": ["silero-vad", "torchaudio", "pyloudnorm", "speechmos", "onnxruntime"],
-        "dev": ["pytest", "pytest-benchmark", "ruff", "liger-kernel", "matplotlib", "wandb"],
+        "playground": ["gradio>=6.31,<7", "matplotlib"],  # launch/playground.py
+        "dev": ["pytest", "pytest-benchmark", "ruff", "liger-kernel", "matplotlib", "wandb", "selenium"],
     },
 )
