@@ -324,7 +324,8 @@ class Playground:
                     "sampling": asdict(req.sampling), "generation": asdict(gen_cfg), "frames": int(codes.shape[1]),
                     "finished": result.finished[0], "stopped_by": stopped_by, "seconds": round(seconds, 3),
                     "sample_rate": codec.sample_rate, "scores": scores}
-        title = f"{tag}: {normalised[:60]}"
+        # no Arabic in the title: matplotlib does not shape it
+        title = f"{tag}, {'greedy' if gen_cfg.greedy else f'seed {gen_cfg.seed}'}"
         files = {"out.wav": lambda p: write_wav(p, wav, codec.sample_rate),
                  "codes.npy": lambda p: write_codes(p, codes),
                  "spectrogram.png": lambda p: write_spectrogram(p, wav, codec.sample_rate, title)}

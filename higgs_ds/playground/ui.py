@@ -127,7 +127,7 @@ def build_app(pg: Playground):
         with gr.Row():
             for side in ("a", "b"):
                 with gr.Column():
-                    columns += [gr.Audio(type="numpy", format="wav", interactive=False,
+                    columns += [gr.Audio(type="numpy", format="wav", interactive=False, buttons=["download"],
                                          label=f"output {side.upper()}", elem_id=f"audio_{side}"),
                                 gr.Image(type="pil", interactive=False, label="spectrogram", elem_id=f"spec_{side}"),
                                 gr.Markdown(elem_id=f"info_{side}")]
