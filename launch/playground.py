@@ -63,6 +63,28 @@ def build(a: argparse.Namespace) -> Playground:
     return pg
 
 
+def host_warning(host: str) -> str | None:
+    """What binding to `host` exposes, when it is more than this machine."""
+    if host in LOCAL_HOSTS:
+        return None
+    return (f"warning: --host {host} serves the playground to every machine that can reach this one, without a "
+            f"login: anyone there can run the model and read its saved generations")
+
+
+def serve(pg: Playground, a: argparse.Namespace, block: bool = True):
+    """The page of `pg` on a.host:a.port: one generation at a time (the others queue), never a public link.
+    block=False returns the running app (close it with `.close()`)."""
+    from higgs_ds.playground.ui import CSS, build_app
+
+    app = build_app(pg)
+    app.queue(default_concurrency_limit=1)
+    log.info("playground: %s on http://%s:%d (saving to %s)", a.checkpoint, a.host, a.port, pg.store.folder)
+    app.launch(server_name=a.host, server_port=a.port, share=False, max_file_size=a.max_upload, show_error=False,
+               ssr_mode=False, mcp_server=False, enable_monitoring=False, inbrowser=False, css=CSS,
+               footer_links=[], prevent_thread_lock=not block, quiet=True)
+    return app
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = _parse(argv)
@@ -71,18 +93,10 @@ def main(argv=None) -> int:
     except ImportError:
         raise ConfigError("gradio is not installed", where="launch/playground.py",
                           fix="pip install '.[playground]' (or make setup)") from None
-    if a.host not in LOCAL_HOSTS:
-        print(f"warning: --host {a.host} serves the playground to every machine that can reach this one, without "
-              f"a login: anyone there can run the model and read its saved generations", file=sys.stderr, flush=True)
-    pg = build(a)
-    from higgs_ds.playground.ui import CSS, build_app
-
-    app = build_app(pg)
-    app.queue(default_concurrency_limit=1)  # one generation at a time; the others wait in the queue
-    log.info("playground: %s on http://%s:%d (saving to %s)", a.checkpoint, a.host, a.port, pg.store.folder)
-    app.launch(server_name=a.host, server_port=a.port, share=False, max_file_size=a.max_upload, show_error=False,
-               ssr_mode=False, mcp_server=False, enable_monitoring=False, inbrowser=False, css=CSS,
-               footer_links=[])
+    warning = host_warning(a.host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    serve(build(a), a)
     return 0
 
 
