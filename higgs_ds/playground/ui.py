@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from higgs_ds.errors import UserError, one_line
 from higgs_ds.playground.inputs import Sampling
 from higgs_ds.playground.session import SPEAKER, UPLOAD, ZERO_SHOT, Generation, Playground, Request
@@ -43,7 +45,8 @@ def _outputs(gen: Generation | None) -> tuple:
 
     with Image.open(gen.folder / "spectrogram.png") as image:
         picture = image.convert("RGB")
-    return (gen.sample_rate, gen.wav), picture, _details(gen)
+    pcm = (np.clip(gen.wav, -1, 1) * 32767).astype(np.int16)  # as the saved wav (16-bit PCM)
+    return (gen.sample_rate, pcm), picture, _details(gen)
 
 
 def build_app(pg: Playground):

@@ -79,6 +79,12 @@ def _not_audio(tmp: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def small_uploads(export_dir, tmp_path_factory):
+    return Playground(PlaygroundConfig(export_dir, save_dir=tmp_path_factory.mktemp("s") / "saved",
+                                       max_upload_bytes=300_000))
+
+
 @pytest.mark.parametrize("make, transcript, error, expected", [
     (lambda tmp: _wav(tmp / "quiet.wav", 1.0, 0.0), "مرحبا", DataError, "the reference is silence"),
     (lambda tmp: _wav(tmp / "short.wav", 0.2, 0.5), "مرحبا", DataError, "the reference is 0.20 s long"),
@@ -87,12 +93,6 @@ def _not_audio(tmp: Path) -> Path:
     (lambda tmp: _wav(tmp / "ok.wav", 1.0, 0.5), "؟؟", ConfigError, "reference transcript .* has no letter"),
     (lambda tmp: tmp / "gone.wav", "مرحبا", DataError, "the uploaded reference is gone"),
 ])
-@pytest.fixture(scope="module")
-def small_uploads(export_dir, tmp_path_factory):
-    return Playground(PlaygroundConfig(export_dir, save_dir=tmp_path_factory.mktemp("s") / "saved",
-                                       max_upload_bytes=300_000))
-
-
 def test_a_bad_reference_is_one_error_and_the_playground_keeps_serving(small_uploads, overfit, tmp_path, make,
                                                                       transcript, error, expected):
     pg = small_uploads
