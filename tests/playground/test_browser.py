@@ -9,16 +9,15 @@ import io
 import re
 import shutil
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from scripts.playground_screenshot import CHROMEDRIVER, CHROMIUM, headless_chromium
 from tests.data.synthetic import write_synthetic_split
 from tests.harness import checked, finish, free_port, start_train
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
                                  reason="needs Debian's chromium and chromium-driver (make setup installs them)")]
@@ -49,16 +48,8 @@ def training(tmp_path_factory, tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def browser(training):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage",
-                 "--disable-gpu", "--disable-extensions", "--disable-sync", "--disable-component-update",
-                 "--disable-default-apps", "--no-first-run", "--metrics-recording-only", "--window-size=1280,1800"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    pytest.importorskip("selenium")
+    driver = headless_chromium()
     yield driver
     driver.quit()
 

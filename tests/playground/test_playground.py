@@ -180,3 +180,18 @@ def test_sampled_generation_follows_its_seed(pg, overfit):
     assert np.array_equal(a.codes, b.codes) and a.folder != b.folder
     with pytest.raises(UserError, match="top_p"):
         pg.generate(Request(overfit.utterances[0].text, sampling=Sampling(greedy=False, top_p=0.0)))
+
+
+def test_the_command_line_binds_this_machine_unless_told_and_refuses_bad_flags(capsys):
+    from higgs_ds.errors import run_cli
+    from launch import playground as cli
+
+    a = cli._parse(["runs/x"])
+    assert (a.host, a.port, a.save_dir, a.keep) == ("127.0.0.1", 7860, None, 200)
+    assert cli.host_warning("127.0.0.1") is None and cli.host_warning("localhost") is None
+    assert "every machine that can reach this one" in cli.host_warning("0.0.0.0")
+    for flags, named in ((["runs/x", "--port", "0"], "--port"), (["runs/x", "--time-limit", "0"], "--time-limit"),
+                         (["runs/x", "--max-upload", "lots"], "--max-upload")):
+        assert run_cli(cli.main, flags) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and named in err and "\n" not in err
