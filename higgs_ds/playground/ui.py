@@ -136,6 +136,12 @@ def build_app(pg: Playground):
                                 gr.Markdown(elem_id=f"info_{side}")]
         fields = [text, tag, tag_b, voice, speaker, upload, ref_text, greedy, temperature, top_k, top_p, seed, frames]
         outputs = [status, normalised, *columns]
+        # a page (re)load lists the tags the run has now: a run still training adds some, a rotation removes some
+        def listed():
+            now = pg.tags()
+            return gr.Radio(choices=now, value=pg.default_tag()), gr.Radio(choices=now, value=now[0])
+
+        app.load(listed, None, [tag, tag_b], queue=False)
         text.change(normalise, [text, tag], normalised, trigger_mode="always_last", queue=False)
         tag.change(load, tag, status)
         go.click(generate_one, fields, outputs, concurrency_id="generate")
