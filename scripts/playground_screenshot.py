@@ -80,9 +80,9 @@ def main() -> int:
             driver.find_element(By.CSS_SELECTOR, "#generate").click()
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audio_a a[download]")
                        and "frames" in d.find_element(By.CSS_SELECTOR, "#info_a").text)
-            time.sleep(1)  # the waveform and the spectrogram are drawn after the file arrives
+            time.sleep(2)  # the waveform and the spectrogram are drawn after the file arrives
             height = driver.execute_script("return document.body.scrollHeight")
-            driver.set_window_size(1280, min(height + 40, 2400))
+            driver.set_window_size(1280, min(height + 200, 2600))  # the viewport is smaller than the window
             a.out.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(a.out))
             print(f"wrote {a.out}")

@@ -132,7 +132,8 @@ def build_app(pg: Playground):
                 with gr.Column():
                     columns += [gr.Audio(type="numpy", format="wav", interactive=False, buttons=["download"],
                                          label=f"output {side.upper()}", elem_id=f"audio_{side}"),
-                                gr.Image(type="pil", interactive=False, label="spectrogram", elem_id=f"spec_{side}"),
+                                gr.Image(type="pil", interactive=False, label="spectrogram", elem_id=f"spec_{side}",
+                                         buttons=["download", "fullscreen"]),
                                 gr.Markdown(elem_id=f"info_{side}")]
         fields = [text, tag, tag_b, voice, speaker, upload, ref_text, greedy, temperature, top_k, top_p, seed, frames]
         outputs = [status, normalised, *columns]
