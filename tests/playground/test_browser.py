@@ -5,6 +5,7 @@ checkpoint switch, A/B, an empty text and a checkpoint deleted while the page is
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
 import shutil
@@ -20,7 +21,9 @@ from tests.harness import checked, finish, free_port, start_train
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                                 reason="needs Debian's chromium and chromium-driver (make setup installs them)")]
+                                 reason="needs Debian's chromium and chromium-driver (make setup installs them)"),
+              pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("gradio", "selenium")),
+                                 reason="needs gradio and selenium (make setup installs them)")]
 FRAME_LIMIT = 30  # what the page asks for by default here: 30 delay-pattern columns, 23 codec frames (K = 8)
 
 
@@ -48,7 +51,6 @@ def training(tmp_path_factory, tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def browser(training):
-    pytest.importorskip("selenium")
     driver = headless_chromium()
     yield driver
     driver.quit()
@@ -57,7 +59,6 @@ def browser(training):
 @pytest.fixture(scope="module")
 def server(training, browser):
     """launch/playground.py's own argument parsing, checks and server (`serve`), in this process."""
-    pytest.importorskip("gradio")
     from launch import playground as cli
 
     proc, run, codec = training
