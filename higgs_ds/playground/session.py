@@ -16,9 +16,11 @@ loop, at the time limit.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -158,6 +160,7 @@ class Playground:
         self.source = source
         self.store = GenerationStore(cfg.save_dir or default_save, inputs, cfg.keep)
         self.scratch = Path(tempfile.mkdtemp(prefix="higgs-ds-playground-"))  # uploads are copied here
+        weakref.finalize(self, shutil.rmtree, self.scratch, True)
         self._lock = threading.Lock()  # one generation (and one model load) at a time
         self._models: OrderedDict[str, tuple[LoadedModel, object]] = OrderedDict()  # tag -> (model, renderer)
         self._codec: AudioCodec | None = None
@@ -182,7 +185,7 @@ class Playground:
             return tag
         if tag not in self.tags():  # deleted (or never there) since the page listed it: forget its weights
             self._models.pop(tag, None)
-            raise CheckpointError(f"checkpoint {tag!r} is no longer a complete tag of the run",
+            raise CheckpointError(f"checkpoint {tag!r} is not (or no longer) a complete tag of the run",
                                   where=str(self.ckpt_dir), fix=f"reload the page and pick another; "
                                                                 f"{tag_listing(self.ckpt_dir)}")
         return tag
