@@ -7,7 +7,8 @@ NPROC ?= 2
 export PYTHONUNBUFFERED=1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo data test test-fast lint bench soak gpu-wheels gpu-check kernels-aot clean demo-codec
+.PHONY: setup demo data test test-fast lint bench soak gpu-wheels gpu-check kernels-aot clean demo-codec \
+	playground-screenshot
 
 setup:
 	@bash scripts/setup_env.sh
@@ -58,6 +59,11 @@ gpu-check:
 # ptxas (no GPU needed); fails on compile errors, shared memory over the limit, unjustified spills.
 kernels-aot: setup
 	$(PY) -m scripts.kernels_aot --out runs/kernels_aot $(ARGS)
+
+# The screenshot in docs/playground.md: the demo run (make demo first, or RUN=...) in the playground, in headless
+# chromium. Not run by the tests (they never change the tree).
+playground-screenshot: setup
+	$(PY) scripts/playground_screenshot.py $(or $(RUN),runs/demo) --out docs/img/playground.png
 
 clean:
 	rm -rf runs .pytest_cache

@@ -20,6 +20,7 @@ setup(
         # prepare_data segment --diarizer pyannote:FOLDER (not installed by make setup)
         "pyannote": ["pyannote.audio==4.0.7"],
         "prep": ["silero-vad", "torchaudio", "pyloudnorm", "speechmos", "onnxruntime"],
-        "dev": ["pytest", "pytest-benchmark", "ruff", "liger-kernel", "matplotlib", "wandb"],
+        "playground": ["gradio>=6.31,<7", "matplotlib"],  # launch/playground.py
+        "dev": ["pytest", "pytest-benchmark", "ruff", "liger-kernel", "matplotlib", "wandb", "selenium"],
     },
 )

@@ -10,6 +10,9 @@ need_apt=()
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 command -v ninja >/dev/null || need_apt+=(ninja-build)   # DeepSpeed JIT-compiles its CPU shm op
+# the playground's browser test drives Debian's chromium through its own chromedriver (never a download)
+command -v chromium >/dev/null || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   echo "[setup] apt-get install ${need_apt[*]}"

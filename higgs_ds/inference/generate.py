@@ -13,6 +13,7 @@ steps; finished prompts keep being fed all-EOS columns, whose outputs are discar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,7 @@ class GenerationResult:
     codes: list[torch.Tensor]  # per prompt: codec codes [K, T] (delay reverted, clipped, BOS/EOS dropped)
     finished: list[bool]  # per prompt: the EOS diagonal completed before max_new_frames
     steps: int  # model forwards taken (the same on every rank when synced)
+    stopped: bool = False  # `should_stop` said so before every prompt finished (a time limit)
 
 
 def _distributed() -> bool:
@@ -49,10 +51,13 @@ def _all_finished(local: bool, device, sync: bool) -> bool:
 
 @torch.no_grad()
 def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_ids: torch.Tensor,
-                      cfg: GenerationConfig, sync_ranks: bool | None = None) -> GenerationResult:
+                      cfg: GenerationConfig, sync_ranks: bool | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> GenerationResult:
     """Decode from left-padded prompts whose last position is the all-BOS `<|AUDIO_OUT|>` column.
 
-    input_ids / attention_mask [B, S]; audio_ids [N_audio, K] (the model's expanded-input contract)."""
+    input_ids / attention_mask [B, S]; audio_ids [N_audio, K] (the model's expanded-input contract).
+    `should_stop` is asked once per decoding step (after the step's column is kept): True ends decoding there,
+    as `max_new_frames` would (a cooperative time limit). With synced ranks every rank must answer alike."""
     model_cfg = model.config
     device = next(model.parameters()).device
     sync = _distributed() if sync_ranks is None else sync_ranks
@@ -69,6 +74,7 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     step_ids = torch.full((b, 1), model_cfg.audio_out_token_idx, dtype=torch.long, device=device)
     ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=device)
 
+    stopped = False
     cache = DynamicCache()
     out = model(input_ids, audio_ids, attention_mask, past_key_values=cache)
     steps = 1
@@ -77,6 +83,8 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         tokens = select_tokens(logits, cfg, state.history(cfg.ras_window), generator)
         column = state.append(tokens)
         done = bool(state.finished.all()) or len(state.columns) - 1 >= cfg.max_new_frames
+        if not done and should_stop is not None and should_stop():
+            done = stopped = True
         if _all_finished(done, device, sync):
             break
         attention_mask = torch.cat([attention_mask, ones], dim=1)
@@ -87,13 +95,15 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     finished = state.finished.tolist()
     codes = [state.segment_codes(d, f, model_cfg.audio_codebook_size).cpu()
              for d, f in zip(delayed, finished, strict=True)]
-    return GenerationResult([d.cpu() for d in delayed], codes, finished, steps)
+    return GenerationResult([d.cpu() for d in delayed], codes, finished, steps, stopped)
 
 
 def generate(model, renderer: Renderer, requests: list[TTSRequest], cfg: GenerationConfig | None = None,
-             prompt: PromptConfig | None = None, sync_ranks: bool | None = None) -> GenerationResult:
+             prompt: PromptConfig | None = None, sync_ranks: bool | None = None,
+             should_stop: Callable[[], bool] | None = None) -> GenerationResult:
     """Generate codes for a batch of TTS requests (one prompt per request). Defaults: Higgs Audio v2's
-    inference settings (`GenerationConfig()`) and the training prompt layout (`PromptConfig()`)."""
+    inference settings (`GenerationConfig()`) and the training prompt layout (`PromptConfig()`); `should_stop`:
+    see `generate_from_ids`."""
     if not requests:
         raise ValueError("generate() needs at least one request")
     cfg = cfg or GenerationConfig()
@@ -101,4 +111,5 @@ def generate(model, renderer: Renderer, requests: list[TTSRequest], cfg: Generat
     prompts = [build_prompt(renderer, r, model_cfg.audio_stream_bos_id, model_cfg.audio_stream_eos_id, prompt)
                for r in requests]
     batch = left_pad(prompts, renderer.pad_id)
-    return generate_from_ids(model, batch["input_ids"], batch["attention_mask"], batch["audio_ids"], cfg, sync_ranks)
+    return generate_from_ids(model, batch["input_ids"], batch["attention_mask"], batch["audio_ids"], cfg, sync_ranks,
+                             should_stop)

@@ -12,6 +12,7 @@ Accepted paths:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,10 @@ from higgs_ds.data.schema import PromptConfig
 from higgs_ds.models import ModelFamily, family_for_config
 from higgs_ds.models.checkpoint_files import has_tokenizer
 from higgs_ds.models.pretrained import checkpoint_audio_spec, from_pretrained
-from higgs_ds.run_dir import find_run_checkpoint, read_prompt
+from higgs_ds.run_dir import RunCheckpoint, find_run_checkpoint, read_prompt
+
+# (a LoRA run's consolidated weights, the run) -> plain weights with the adapters merged (train/lora.py's)
+LoraMerge = Callable[[dict[str, torch.Tensor], RunCheckpoint], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -47,7 +51,8 @@ def audio_spec_of(path: str | Path, tag: str | None = None) -> AudioSpec | None:
 
 
 def load_model(path: str | Path, tag: str | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> LoadedModel:
+               dtype: torch.dtype = torch.float32, merge_lora: LoraMerge | None = None) -> LoadedModel:
+    """`merge_lora`: how a LoRA run's adapters are merged (without it a LoRA run is refused: export it)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} is not a directory")
@@ -56,12 +61,15 @@ def load_model(path: str | Path, tag: str | None = None, device: str | torch.dev
         model = from_pretrained(path, dtype=dtype)
         return LoadedModel(model.to(device).eval(), path if has_tokenizer(path) else None, checkpoint_audio_spec(path),
                            read_prompt(path), str(path))
-    if run.uses_lora:
+    if run.uses_lora and merge_lora is None:
         raise ValueError(f"{run.path} is a LoRA run: its weights are the base plus adapters. Export it first "
                          f"(python launch/export.py {run.ckpt_dir} --out DIR merges the adapters), then generate "
                          f"from DIR")
     model = run.family.build_model(run.model_config)
-    missing, unexpected = model.load_state_dict(run.state_dict(), strict=False)
+    state = run.state_dict()
+    if run.uses_lora:
+        state = merge_lora(state, run)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise KeyError(f"{run.path}: state dict does not match the model: missing {missing[:8]}, "
                        f"unexpected {unexpected[:8]}")

@@ -205,6 +205,17 @@ def test_adapter_only_export_loads_with_peft(tmp_path, straight, base):
 
 
 @pytest.mark.integration
+def test_the_playground_serves_a_lora_run_with_its_adapters_merged_as_export_merges_them(straight, tmp_path):
+    from higgs_ds.playground import Playground, PlaygroundConfig
+
+    served = Playground(PlaygroundConfig(straight, save_dir=tmp_path / "saved")).load().model.state_dict()
+    merged = from_pretrained(export(straight / "checkpoints", tmp_path / "merged")).state_dict()
+    assert served.keys() == merged.keys() and not any(is_adapter_param(n) for n in served)
+    for name, value in served.items():
+        assert torch.equal(value, merged[name]), name
+
+
+@pytest.mark.integration
 def test_zero2_lora_with_fully_trained_audio_embeddings(tmp_path, random_data, base):
     run = tmp_path / "zero2"
     proc = run_training(run, random_data, "steps=2", "save_every=2", "eval_every=0", "predict_every=0",
