@@ -12,20 +12,24 @@ joined to their nearest cluster), with no audio read and nothing embedded again.
   utterance has none, and is counted;
 - `speakers.jsonl`: per linked speaker its id, files, file speakers, seconds, and the cosine distances
   of its file speakers' centroids to its own (mean, max);
-- `link_summary.json`: the counts, seconds per speaker and a histogram of them.
+- `rejects.jsonl`: the rows the manifest parser (`data/manifest.py:parse_line`) refuses, e.g. a text with
+  no letter or digit (`where`, `id`, `kind`, `reason`, as `import` and `build` write them). They are
+  checked before pairing, so no kept row gets a reference `build` would refuse;
+- `link_summary.json`: the counts (rejected rows among them), seconds per speaker and a histogram of them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from higgs_ds.data.importers.common import Accepted, pair_references
+from higgs_ds.data.manifest import BadSampleError, parse_line
 from higgs_ds.errors import ConfigError, DataError
 from higgs_ds.output_guard import OutputKind
 from higgs_ds.prep.diarize import ClusterRule, centroids_of, cluster
@@ -71,20 +75,30 @@ def _file_speakers(cfg: LinkConfig) -> list[dict]:
     return rows
 
 
-def _manifest_rows(cfg: LinkConfig, out: Path) -> list[dict]:
-    """Every folder's manifest rows, audio paths made relative to `out`."""
-    rows, ids = [], set()
+def _manifest_rows(cfg: LinkConfig, out: Path) -> tuple[list[dict], list[dict]]:
+    """Every folder's manifest rows that pass the manifest parser, audio paths made relative to `out`, and
+    the rejects of those that do not (a row `build` would refuse must not become another's reference)."""
+    rows, rejects, ids = [], [], set()
     for folder in map(Path, cfg.segment_dirs):
-        if not (folder / "manifest.jsonl").is_file():
+        manifest = folder / "manifest.jsonl"
+        if not manifest.is_file():
             continue  # segmented without --asr: speakers only
-        for row in _read_jsonl(folder / "manifest.jsonl"):
-            if row["id"] in ids:
-                raise DataError(f"segment id {row['id']!r} appears in two folders", where=str(folder),
+        with open(manifest, encoding="utf-8") as f:
+            lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
+        for number, line in lines:
+            try:
+                entry = parse_line(line, number, manifest)
+            except BadSampleError as exc:
+                rejects.append(BadSampleError(f"{manifest}:{number}", exc.sample_id, exc.kind, exc.reason).as_reject())
+                continue
+            if entry.id in ids:
+                raise DataError(f"segment id {entry.id!r} appears in two folders", where=str(folder),
                                 fix="source files in different folders share a name: give them unique names")
-            ids.add(row["id"])
+            ids.add(entry.id)
+            row = json.loads(line)
             row["audio"] = os.path.relpath(folder / row["audio"], out)
             rows.append(row)
-    return rows
+    return rows, rejects
 
 
 def histogram(seconds: list[float]) -> dict[str, int]:
@@ -97,7 +111,7 @@ def histogram(seconds: list[float]) -> dict[str, int]:
 def link_speakers(cfg: LinkConfig) -> dict:
     out = LINK_OUTPUT.create(LINK_OUTPUT.check(cfg.out, inputs=cfg.segment_dirs))
     speakers = _file_speakers(cfg)
-    rows = _manifest_rows(cfg, out)
+    rows, rejects = _manifest_rows(cfg, out)
     if not speakers:
         raise DataError("no file speakers with kept speech in the segment folders", where="SEGMENT_DIR",
                         fix="check each folder's segment_summary.json")
@@ -129,11 +143,14 @@ def link_speakers(cfg: LinkConfig) -> dict:
     unpaired = pair_references(items, cfg.seed)
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    with open(out / "rejects.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(reject, ensure_ascii=False) + "\n" for reject in rejects)
     per_speaker = {name[int(k)]: round(float(totals[k]), 3) for k in order}
     rows_per_speaker = defaultdict(int)
     for row in rows:
         rows_per_speaker[row["speaker"]] += 1
     summary = {"file_speakers": len(speakers), "speakers": len(linked), "rows": len(rows),
+               "rejected": len(rejects), "reject_kinds": dict(sorted(Counter(r["kind"] for r in rejects).items())),
                "without_reference": unpaired,
                "speakers_with_one_row": sum(1 for n in rows_per_speaker.values() if n == 1),
                "seconds_per_speaker": per_speaker if len(per_speaker) <= 20 else

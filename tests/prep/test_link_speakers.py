@@ -4,6 +4,7 @@ reads back through the manifest parser; prepare.sbatch runs segment parts and th
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -59,9 +60,41 @@ def test_a_recurring_speaker_gets_one_id_and_references_stay_within_speakers(con
     for row in paired:  # pairing never crosses linked speakers, and never pairs a row with itself
         ref = by_audio[row["ref_audio"]]
         assert ref["speaker"] == row["speaker"] and ref is not row and row["ref_text"] == ref["text"]
-    entries, rejects = read_manifest(tmp_path / "linked" / "manifest.jsonl", skip_bad=True)
-    assert all(Path(e.audio).is_file() for e in entries)
+    entries, _ = read_manifest(tmp_path / "linked" / "manifest.jsonl", skip_bad=False)  # every row parses
+    assert len(entries) == len(rows) and all(Path(e.audio).is_file() for e in entries)
+    rejects = [json.loads(line) for line in (tmp_path / "linked" / "rejects.jsonl").read_text().splitlines()]
     assert all(r["kind"] in ("empty_text", "no_words") for r in rejects)  # a random Whisper's texts, nothing else
+    assert summary["rejected"] == len(rejects) == sum(summary["reject_kinds"].values())
+    assert summary["rows"] + summary["rejected"] == sum(
+        len((p / "manifest.jsonl").read_text().splitlines()) for p in parts)
+
+
+def test_a_row_the_parser_refuses_is_rejected_alone_and_is_nobodys_reference(diarized, tmp_path):
+    """A punctuation-only text: that row goes to rejects.jsonl, and no other row takes it as its reference
+    (build would refuse the good row for its 'ref_text' otherwise)."""
+    parts, _ = diarized
+    copies = [tmp_path / "parts" / part.name for part in parts]
+    for part, copy in zip(parts, copies, strict=True):
+        shutil.copytree(part, copy)
+    manifest = copies[0] / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["text"] = f"جملة رقم {i}"
+    rows[0]["text"] = "؟!..."
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    second = copies[1] / "manifest.jsonl"
+    second.write_text("".join(json.dumps(r | {"text": f"نص {i}"}, ensure_ascii=False) + "\n" for i, r in
+                              enumerate(map(json.loads, second.read_text().splitlines()))), encoding="utf-8")
+    summary = link_speakers(LinkConfig(segment_dirs=tuple(map(str, copies)), out=str(tmp_path / "linked")))
+    linked = [json.loads(line) for line in (tmp_path / "linked" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in linked if r.get("ref_text") == rows[0]["text"]] == []  # nobody's reference
+    written, _ = read_manifest(tmp_path / "linked" / "manifest.jsonl", skip_bad=False)  # raises on a bad row
+    total = len(rows) + len(second.read_text().splitlines())
+    assert len(written) == summary["rows"] == total - 1 and rows[0]["id"] not in {e.id for e in written}
+    assert sum(e.ref_audio is not None for e in written) + summary["without_reference"] == total - 1
+    (reject,) = [json.loads(line) for line in (tmp_path / "linked" / "rejects.jsonl").read_text().splitlines()]
+    assert reject["id"] == rows[0]["id"] and reject["kind"] == "no_words" and reject["where"] == f"{manifest}:1"
+    assert summary["rejected"] == 1 and summary["reject_kinds"] == {"no_words": 1}
 
 
 def test_linking_refuses_folders_without_centroids_and_its_own_inputs(diarized, tmp_path):
