@@ -107,6 +107,7 @@ def test_linking_refuses_folders_without_centroids_and_its_own_inputs(diarized, 
                                                    "10 min - 1 h": 1, ">= 1 h": 1}
 
 
+@pytest.mark.integration
 def test_link_speakers_command_line(diarized, tmp_path, capsys):
     from launch.prepare_data import main
 
@@ -120,6 +121,7 @@ def test_link_speakers_command_line(diarized, tmp_path, capsys):
     assert err.count("error:") == 1 and "--speakers diarize" in err and "Traceback" not in err
 
 
+@pytest.mark.integration
 def test_prepare_sbatch_runs_a_segment_part_and_the_link_step(tmp_path):
     """The script's dispatch, with a stand-in interpreter that records its arguments (no Slurm needed)."""
     venv = tmp_path / "venv"
