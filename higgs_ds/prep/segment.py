@@ -13,7 +13,8 @@ ASR batch of clips, whatever the file's length (`vad_stream`):
 4. segments outside the bounds are dropped (`too_short`, `too_long`); the rest are transcribed by a
    local Whisper in batches and dropped below `min_asr_confidence` (`low_asr_confidence`);
 5. what no segment covers is `no_speech`; a file that cannot be read is `failed_to_decode`, and so is the
-   rest of a file whose decoding fails part way (what was read before is segmented).
+   rest of a file whose decoding fails part way (what was read before is segmented). With `--separate` such a file is
+   `failed_to_decode` as a whole (`separated`): its vocals stem would be incomplete.
 
 With `speakers="diarize"` each file's speech spans are embedded and clustered into speakers
 (`prep/diarize.py`) once the whole file is read: a span is split where its speaker changes, speech
@@ -38,7 +39,7 @@ import re
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -441,6 +442,7 @@ class SegmentWriter:
 
     def __init__(self, segmenter: Segmenter, source: Path, out: Path, seg_file, manifest: list[dict],
                  account: FileAccount, name: str) -> None:
+        # source: the recording (its path names the speaker); clips are read from each segment's own file (a stem)
         self.segmenter, self.source, self.out, self.seg_file, self.manifest = segmenter, source, out, seg_file, manifest
         self.key = Path(name).with_suffix("").as_posix()  # the source's path under its input: unique in the corpus
         self.account, self.queue, self.index, self.kept, self._speaker = account, [], 0, 0, None
@@ -490,6 +492,27 @@ def _refuse_same_names(sources: list[Path], inputs: tuple[str, ...]) -> None:
         seen[key] = source
 
 
+def separated(segmenter: Segmenter, source: Path, out: Path, name: str, account: FileAccount) -> Path | None:
+    """What is cut: the recording, or with `--separate` its vocals stem. None when the stem cannot be made
+    because decoding failed part way: the whole file is then `failed_to_decode` (an incomplete stem, or the
+    unseparated recording, would be cut silently otherwise). A file that cannot be opened is left to `find`,
+    which counts it so."""
+    if segmenter.separator is None:
+        return source
+    from higgs_ds.prep.separate import Undecodable
+
+    try:
+        return segmenter.separator.write_vocals(source, (out / SEPARATED / name).with_suffix(".wav"))
+    except Undecodable as exc:
+        if exc.samples is None:
+            return source
+        log.warning("%s: cannot be decoded part way (%s); with --separate the whole file is counted as "
+                    "failed_to_decode", source, exc.cause)
+        account.sample_rate, account.samples = exc.rate, exc.samples
+        account.dropped["failed_to_decode"] = exc.samples
+        return None
+
+
 def segment_recordings(cfg: SegmentConfig) -> dict:
     """Writes wavs/, segments.jsonl, manifest.jsonl (with --asr) and segment_summary.json under `cfg.out`."""
     out = SEGMENT_OUTPUT.check(cfg.out, inputs=cfg.inputs)
@@ -504,12 +527,9 @@ def segment_recordings(cfg: SegmentConfig) -> dict:
             open(out / FILE_SPEAKERS, "w", encoding="utf-8") if diarized else nullcontext() as speakers_file:
         for source in sources:
             account, name = FileAccount(str(source), 0, 0), relative_name(source, cfg.inputs)
-            audio = source  # what is cut: the recording, or its vocals stem
-            if segmenter.separator is not None:
-                with suppress(RuntimeError, soundfile.LibsndfileError):  # undecodable: `find` counts it so
-                    audio = segmenter.separator.write_vocals(source, (out / SEPARATED / name).with_suffix(".wav"))
-            writer = SegmentWriter(segmenter, audio, out, seg_file, manifest_lines, account, name)
-            for seg in segmenter.find(audio, account, name):
+            writer = SegmentWriter(segmenter, source, out, seg_file, manifest_lines, account, name)
+            audio = separated(segmenter, source, out, name, account)  # segments hold it: clips are cut from it
+            for seg in segmenter.find(audio, account, name) if audio is not None else ():
                 writer.add(seg)
             writer.flush()
             if speakers_file is not None:

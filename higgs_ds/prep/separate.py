@@ -8,6 +8,11 @@ files of `htdemucs` copied by hand; nothing is downloaded. The recording is sepa
 the model's rate and channels and brought back to its own rate as mono, so the stem has exactly the
 recording's length in samples (the accounting counts the recording's samples). Demucs is pinned in
 requirements.txt and imported only here.
+
+A recording that cannot be opened, or whose decoding fails part way, raises `Undecodable` (`segment`
+counts it as `failed_to_decode`, the whole file when the failure came part way: its stem would be
+incomplete); any other failure (the model running out of memory, a shape it cannot take) is an error
+naming the recording. Either way no partial stem is left behind.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ from higgs_ds.errors import ConfigError
 from higgs_ds.quality.signal import resample
 
 BLOCK_SECONDS = 60
+
+
+class Undecodable(Exception):
+    """The recording cannot be opened (`samples` is None) or fails to decode part way (`samples`: its length)."""
+
+    def __init__(self, source: Path, cause: Exception, samples: int | None, rate: int | None) -> None:
+        self.cause, self.samples, self.rate = cause, samples, rate
+        super().__init__(f"{source}: {cause}")
 
 
 def _model_name(folder: Path) -> str:
@@ -55,7 +68,8 @@ class VocalsSeparator:
         mono = block.mean(axis=1)
         wav = torch.from_numpy(resample(mono, rate, model_rate)).float()[None].expand(channels, -1)
         with torch.no_grad():
-            stems = apply_model(self.model, wav[None], device=self.device, progress=False, num_workers=0)
+            # shifts=0: the default's one random time shift makes the stem differ from run to run, for no gain
+            stems = apply_model(self.model, wav[None], shifts=0, device=self.device, progress=False, num_workers=0)
         vocals = resample(stems[0, self.vocals].mean(0).cpu().numpy(), model_rate, rate)
         out = np.zeros(len(block), dtype=np.float32)
         out[:min(len(out), len(vocals))] = vocals[:len(out)]
@@ -63,10 +77,27 @@ class VocalsSeparator:
 
     def write_vocals(self, source: Path, target: Path) -> Path:
         """The vocals stem of `source`, written to `target` (WAV, float) at the source's rate."""
-        info = soundfile.info(str(source))
+        try:
+            info = soundfile.info(str(source))
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            raise Undecodable(source, exc, None, None) from exc
         target.parent.mkdir(parents=True, exist_ok=True)
-        with soundfile.SoundFile(str(target), "w", info.samplerate, 1, "FLOAT") as f:
-            for block in soundfile.blocks(str(source), blocksize=BLOCK_SECONDS * info.samplerate, always_2d=True,
-                                          dtype="float32"):
-                f.write(self.vocals_of(block, info.samplerate))
+        blocks = soundfile.blocks(str(source), blocksize=BLOCK_SECONDS * info.samplerate, always_2d=True,
+                                  dtype="float32")
+        try:
+            with soundfile.SoundFile(str(target), "w", info.samplerate, 1, "FLOAT") as f:
+                while True:
+                    try:
+                        block = next(blocks)
+                    except StopIteration:
+                        break
+                    except (RuntimeError, soundfile.LibsndfileError, ValueError) as exc:  # as `segment` reads
+                        raise Undecodable(source, exc, info.frames, info.samplerate) from exc
+                    f.write(self.vocals_of(block, info.samplerate))
+        except Undecodable:
+            target.unlink(missing_ok=True)
+            raise
+        except Exception as exc:
+            target.unlink(missing_ok=True)
+            raise RuntimeError(f"--separate failed on {source} ({type(exc).__name__}: {exc})") from exc
         return target

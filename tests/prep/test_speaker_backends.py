@@ -5,6 +5,7 @@ speakers) and Demucs source separation (a tiny random HTDemucs saved in the fold
 
 import json
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from higgs_ds.prep import pyannote_diarizer
 from higgs_ds.prep.diarize import OVERLAP, UNCERTAIN
 from higgs_ds.prep.pyannote_diarizer import pieces_from_turns, speaker_turns
 from higgs_ds.prep.segment import SegmentConfig, segment_recordings
+from tests.prep.tiny_demucs import save_demucs
 
 RATE = 16_000
 
@@ -97,43 +99,116 @@ def test_the_pipeline_loader_switches_telemetry_off_and_names_the_extra(monkeypa
     assert os.environ["PYANNOTE_METRICS_ENABLED"] == "false"
 
 
-def _save_tiny_demucs(folder):
-    import torch
-    from demucs.htdemucs import HTDemucs
-
-    torch.manual_seed(0)
-    kwargs = dict(sources=["drums", "bass", "other", "vocals"], channels=4, depth=2, nfft=256, t_layers=1,
-                  t_heads=1, dconv_comp=2, samplerate=RATE, segment=1)
-    model = HTDemucs(**kwargs)
-    folder.mkdir()
-    torch.save({"klass": HTDemucs, "args": (), "kwargs": kwargs, "state": model.state_dict()}, folder / "tiny.th")
-    return folder
-
-
-def test_separation_segments_the_vocals_stem_of_a_saved_demucs(conversations, tmp_path):
-    pytest.importorskip("demucs")
-    import torch
-
+def _news(tmp_path, name="news.wav"):
     from tests.prep.conversation import speak
 
     wav = np.concatenate([np.zeros(RATE // 2, dtype=np.float32), speak("الجو جميل اليوم في المدينة", "A"),
                           np.zeros(RATE // 2, dtype=np.float32)])
-    soundfile.write(tmp_path / "news.wav", wav, RATE)
-    folder = _save_tiny_demucs(tmp_path / "demucs")
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, wav, RATE)
+    return path, soundfile.read(path, dtype="float32")[0]  # as written (16-bit)
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: more threads only contend on a busy machine
-    try:
-        summary = segment_recordings(SegmentConfig(inputs=(str(tmp_path / "news.wav"),),
-                                                   out=str(tmp_path / "out"), separate=f"demucs:{folder}"))
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_separation_segments_the_vocals_stem_of_a_saved_demucs(conversations, tmp_path, one_thread):
+    pytest.importorskip("demucs")
+    import torch
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    path, wav = _news(tmp_path)
+    folder = save_demucs(tmp_path / "demucs", RATE)
+    summary = segment_recordings(SegmentConfig(inputs=(str(path),), out=str(tmp_path / "out"),
+                                               separate=f"demucs:{folder}"))
     stem = tmp_path / "out" / "separated" / "news.wav"
     vocals, rate = soundfile.read(stem, dtype="float32")
-    assert rate == RATE and len(vocals) == len(wav) and np.abs(vocals).max() > 0 and not np.allclose(vocals, wav)
+    model = get_model("tiny", repo=folder).eval()
+    mix = torch.from_numpy(wav)[None, None].expand(1, model.audio_channels, -1)
+    with torch.no_grad():  # shifts=0: a random shift would make the stem differ from run to run
+        expected = apply_model(model, mix, shifts=0)[0, model.sources.index("vocals")].mean(0).numpy()
+    assert rate == RATE and len(vocals) == len(wav) and np.abs(expected).max() > 1e-4
+    np.testing.assert_allclose(vocals, expected, rtol=0, atol=1e-5)  # the vocals stem, not the mix or another
     (row,) = summary["per_file"]
-    assert row["source"] == str(tmp_path / "news.wav") and row["seconds"] == len(wav) / RATE
+    assert row["source"] == str(path) and row["seconds"] == len(wav) / RATE
     assert row["kept"] + sum(row["dropped"].values()) == pytest.approx(row["seconds"], abs=1 / RATE)
-    segments = [json.loads(line) for line in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
-    assert all(s["source"] == str(stem) for s in segments)  # cut from the stem
     with pytest.raises(ConfigError, match="--separate"):
         SegmentConfig(inputs=(), out="", separate=f"demucs:{tmp_path / 'nowhere'}")
+
+
+def test_separation_cuts_the_stem_and_names_the_speaker_from_the_recording(tmp_path, one_thread):
+    """A pass-through separator (its vocals stem is the recording) so the stem has speech to cut: segments
+    come from the stem, and --speaker-pattern reads the recording's path, not the stem's."""
+    pytest.importorskip("demucs")
+    from tests.prep.tiny_whisper import save_tiny_whisper
+
+    path, wav = _news(tmp_path / "in" / "anchor")
+    demucs = save_demucs(tmp_path / "demucs", RATE, passthrough=True)
+    summary = segment_recordings(SegmentConfig(
+        inputs=(str(tmp_path / "in"),), out=str(tmp_path / "out"), separate=f"demucs:{demucs}",
+        asr=str(save_tiny_whisper(tmp_path / "whisper")), min_asr_confidence=0.0,
+        speaker_pattern=r"/in/(?P<speaker>[^/]+)/news\.wav$"))  # the stem: /separated/anchor/
+    rows = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert rows and summary["kept_segments"] == len(rows) and {r["speaker"] for r in rows} == {"anchor"}
+    stem = tmp_path / "out" / "separated" / "anchor" / "news.wav"
+    segments = [json.loads(line) for line in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
+    assert segments and all(s["source"] == str(stem) for s in segments)  # cut from the stem
+    np.testing.assert_allclose(soundfile.read(stem, dtype="float32")[0], wav, atol=1e-6)
+
+
+def test_separation_of_an_undecodable_file_is_counted_and_leaves_no_stem(monkeypatch, tmp_path, one_thread):
+    """Unreadable: `failed_to_decode` as without --separate. Failing part way (after the first 1-s block):
+    the whole file is `failed_to_decode` (neither the unseparated recording nor a partial stem is cut)."""
+    pytest.importorskip("demucs")
+    from higgs_ds.prep import separate
+
+    monkeypatch.setattr(separate, "BLOCK_SECONDS", 1)
+    path, wav = _news(tmp_path, "whole.flac")
+    data = path.read_bytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cut.flac").write_bytes(data[:int(len(data) * 0.6)])  # the header still says the full length
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    summary = segment_recordings(SegmentConfig(inputs=(str(folder),), out=str(tmp_path / "out"),
+                                               separate=f"demucs:{save_demucs(tmp_path / 'demucs', RATE)}"))
+    by_file = {row["source"].rsplit("/", 1)[-1]: row for row in summary["per_file"]}
+    assert by_file["broken.wav"]["dropped"] == {"failed_to_decode": 0.0}
+    assert by_file["cut.flac"]["dropped"] == {"failed_to_decode": len(wav) / RATE}
+    assert by_file["cut.flac"]["kept"] == 0 and summary["kept_segments"] == 0
+    assert (tmp_path / "out" / "segments.jsonl").read_text() == ""
+    assert not list((tmp_path / "out").glob("separated/*"))
+
+
+def test_a_failure_of_the_separator_itself_is_an_error_naming_the_file(monkeypatch, tmp_path, one_thread):
+    """The model failing on the second block (as a GPU out of memory would): an error naming the recording,
+    not a silent fall back to the unseparated audio, and the partial stem is removed."""
+    pytest.importorskip("demucs")
+    import demucs.apply
+    import torch
+
+    from higgs_ds.prep import separate
+
+    path, _ = _news(tmp_path / "in")
+    real, calls = demucs.apply.apply_model, []
+
+    def fails_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(separate, "BLOCK_SECONDS", 1)
+    monkeypatch.setattr(demucs.apply, "apply_model", fails_second)
+    with pytest.raises(RuntimeError, match=rf"--separate failed on {re.escape(str(path))} \(OutOfMemoryError"):
+        segment_recordings(SegmentConfig(inputs=(str(path),), out=str(tmp_path / "out"),
+                                         separate=f"demucs:{save_demucs(tmp_path / 'demucs', RATE)}"))
+    assert len(calls) == 2 and not (tmp_path / "out" / "separated" / "news.wav").exists()
