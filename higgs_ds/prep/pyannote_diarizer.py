@@ -26,10 +26,12 @@ def load_pipeline(spec: str, device: str = "cpu"):
         raise ConfigError("--diarizer pyannote needs pyannote-audio, an optional extra", where="--diarizer",
                           fix="pip install -e '.[pyannote]', or leave --diarizer out for the built-in one") from None
     folder = Path(spec.partition(":")[2])
+    fix = "give a folder with the pipeline's config.yaml and the models it names"
+    if not (folder / "config.yaml").is_file():  # else pyannote would take the folder for a hub name
+        raise ConfigError(f"{folder} has no config.yaml", where="--diarizer", fix=fix)
     pipeline = Pipeline.from_pretrained(folder)
     if pipeline is None:
-        raise ConfigError(f"{folder} holds no pyannote pipeline", where="--diarizer",
-                          fix="give a folder with the pipeline's config.yaml and the models it names")
+        raise ConfigError(f"{folder} holds no pyannote pipeline", where="--diarizer", fix=fix)
     if device != "cpu":
         import torch
 

@@ -1,11 +1,14 @@
 """The optional back ends of `segment`: a pyannote-audio pipeline (an optional extra: a stub object stands in
 for the external pipeline, and what is tested is our conversion of its turns into pieces, overlaps and
-speakers) and Demucs source separation (a tiny random HTDemucs saved in the folder layout
-`demucs.pretrained.get_model(name, repo=FOLDER)` reads, run through the real path)."""
+speakers) and Demucs source separation (models saved in the folder layout
+`demucs.pretrained.get_model(name, repo=FOLDER)` reads, run through the real path: a tiny random HTDemucs,
+and a pass-through whose vocals stem is the recording, `tests/prep/tiny_demucs.py`)."""
 
 import json
 import os
 import re
+import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,16 +90,26 @@ def test_a_pyannote_pipeline_diarizes_segment_through_the_adapter(conversations,
 
 
 def test_the_pipeline_loader_switches_telemetry_off_and_names_the_extra(monkeypatch, tmp_path):
+    """Whether pyannote-audio is installed or not: both branches, with `pyannote.audio` absent (None in
+    sys.modules) and then a stand-in module recording what `Pipeline.from_pretrained` is given."""
     monkeypatch.delenv("PYANNOTE_METRICS_ENABLED", raising=False)
-    try:
-        import pyannote.audio  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match=r"\[pyannote\]"):
-            pyannote_diarizer.load_pipeline(f"pyannote:{tmp_path}")
-    else:
-        with pytest.raises(Exception):  # noqa: B017 (an empty folder: whatever pyannote raises)
-            pyannote_diarizer.load_pipeline(f"pyannote:{tmp_path}")
+    monkeypatch.setitem(sys.modules, "pyannote.audio", None)  # not installed
+    with pytest.raises(ConfigError, match=r"\[pyannote\]"):
+        pyannote_diarizer.load_pipeline(f"pyannote:{tmp_path}")
     assert os.environ["PYANNOTE_METRICS_ENABLED"] == "false"
+
+    loaded, pipeline = [], object()
+    hub = types.SimpleNamespace(from_pretrained=lambda folder: loaded.append(folder) or loaded_pipeline[0])
+    monkeypatch.setitem(sys.modules, "pyannote.audio", types.SimpleNamespace(Pipeline=hub))
+    loaded_pipeline = [pipeline]
+    with pytest.raises(ConfigError, match="has no config.yaml"):  # refused before pyannote sees the folder
+        pyannote_diarizer.load_pipeline(f"pyannote:{tmp_path}")
+    assert loaded == []
+    (tmp_path / "config.yaml").write_text("pipeline: {}\n")
+    assert pyannote_diarizer.load_pipeline(f"pyannote:{tmp_path}") is pipeline and loaded == [tmp_path]
+    loaded_pipeline[0] = None  # what pyannote 3 returns for a folder it cannot use
+    with pytest.raises(ConfigError, match="holds no pyannote pipeline"):
+        pyannote_diarizer.load_pipeline(f"pyannote:{tmp_path}")
 
 
 def _news(tmp_path, name="news.wav"):
