@@ -1,12 +1,13 @@
 """Diarization on synthetic conversations (espeak-ng voices, `tests/prep/conversation.py`): diarization
-error rate, purity and throughput of `segment --speakers diarize` on one CPU thread, and what the
-released Demucs architecture costs per hour of audio. docs/data.md ("Many speakers") quotes the figures.
-Runs only with `pytest --benchmark`.
+error rate, purity and throughput of `segment --speakers diarize` on one CPU thread, a 20-minute two-voice
+file against a 30-second one (turns found, wall time, peak resident memory of a fresh process), and what
+the released Demucs architecture costs per hour of audio. docs/data.md ("Many speakers") quotes the
+figures. Runs only with `pytest --benchmark`.
 
-DER is pyannote.metrics' when it is installed, else computed here the same way (NIST md-eval's
-definition): on 10 ms frames, (missed + false alarm + confused speaker-frames) / reference speaker-frames,
-two reference speakers counted twice where they overlap, found speakers mapped one-to-one to true ones to
-maximise agreement (Hungarian), with no collar and with a 0.25 s collar around every reference turn edge.
+DER is computed here (pyannote.metrics is not used), as NIST md-eval defines it: on 10 ms frames,
+(missed + false alarm + confused speaker-frames) / reference speaker-frames, two reference speakers
+counted twice where they overlap, found speakers mapped one-to-one to true ones to maximise agreement
+(Hungarian), with no collar and with a 0.25 s collar around every reference turn edge.
 Speech the diarizer drops on purpose (overlap, doubt, short turns) counts as missed.
 """
 
@@ -14,14 +15,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
+import soundfile
 from scipy.optimize import linear_sum_assignment
 
 from higgs_ds.prep.segment import SegmentConfig, segment_recordings
-from tests.prep.conversation import write_conversation
+from tests.harness import REPO, checked, env
+from tests.prep.conversation import RATE, SENTENCES, speak, write_conversation
 from tests.prep.test_diarize import purity
 
 pytestmark = [pytest.mark.benchmark,
@@ -89,6 +94,63 @@ def test_diarization_error_rate_purity_and_throughput(request, tmp_path):
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     (reporter.write_line if reporter else print)("\n" + "\n".join(lines) + "\n")
     assert found == [3] * len(talks) and min(purities) >= 0.9
+
+
+# A fresh process segments one file on one thread and prints its wall time, its peak resident set (the
+# whole process: interpreter, torch, the models and the run) and the summary.
+SEGMENT_IN_A_PROCESS = """
+import json, resource, sys, time
+import torch
+torch.set_num_threads(1)
+from higgs_ds.prep.segment import SegmentConfig, segment_recordings
+start = time.perf_counter()
+summary = segment_recordings(SegmentConfig(inputs=(sys.argv[1],), out=sys.argv[2], speakers="diarize"))
+print(json.dumps({"seconds": time.perf_counter() - start, "summary": summary,
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_alternating(path, seconds: int, every: float = 8.0) -> list[tuple[float, float, str]]:
+    """Voices A and B taking turns, one sentence every `every` seconds, over faint noise, written a minute at
+    a time; returns the turns (start, end, voice)."""
+    clips = {voice: speak(SENTENCES[0], voice) for voice in "AB"}
+    rng, turns = np.random.default_rng(0), []
+    slots = [(round(k * every * RATE), "AB"[k % 2]) for k in range(int(seconds / every))]
+    with soundfile.SoundFile(path, "w", RATE, 1, "PCM_16") as f:
+        for first in range(0, seconds * RATE, 60 * RATE):
+            block = (rng.standard_normal(min(60 * RATE, seconds * RATE - first)) * 1e-3).astype(np.float32)
+            for at, voice in slots:
+                clip = clips[voice]
+                if first <= at and at + len(clip) <= first + len(block):
+                    block[at - first:at - first + len(clip)] += clip
+                    turns.append((at / RATE, (at + len(clip)) / RATE, voice))
+            f.write(block)
+    return turns
+
+
+def test_a_long_two_voice_file_costs_what_a_short_one_does_in_memory(request, tmp_path):
+    peaks = []
+    lines = ["### two voices alternating every 8 s, one CPU thread, a fresh process per file", "",
+             "| file | turns | segments kept | speakers (segments each) | purity | dropped (s) | wall (s) | "
+             "x real time | peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, seconds in (("32 s", 32), ("20 min", 20 * 60)):
+        path, out = tmp_path / f"{label.replace(' ', '')}.wav", tmp_path / f"out-{label.replace(' ', '')}"
+        turns = write_alternating(path, seconds)
+        done = checked(subprocess.run([sys.executable, "-c", SEGMENT_IN_A_PROCESS, str(path), str(out)], cwd=REPO,
+                                      env=env(), capture_output=True, text=True, timeout=1800))
+        result = json.loads(done.stdout.splitlines()[-1])
+        kept = [r for r in map(json.loads, (out / "segments.jsonl").read_text().splitlines()) if r["kept"]]
+        per_speaker = [sum(r["speaker"] == k for r in kept) for k in sorted({r["speaker"] for r in kept})]
+        pure = purity(kept, turns, None)[0]
+        dropped = {k: round(v, 1) for k, v in result["summary"]["dropped_seconds"].items() if v}
+        assert len(per_speaker) == 2 and pure >= 0.9, (label, per_speaker, pure)
+        peaks.append(result["peak_mib"])
+        counts = ", ".join(map(str, per_speaker))
+        lines.append(f"| {label} | {len(turns)} | {len(kept)} | {len(per_speaker)} ({counts}) | {pure:.3f} | {dropped} "
+                     f"| {result['seconds']:.1f} | {seconds / result['seconds']:.0f} | {result['peak_mib']:.0f} |")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    (reporter.write_line if reporter else print)("\n" + "\n".join(lines) + "\n")
+    assert peaks[1] < peaks[0] + 100  # memory does not grow with the file (the 20-min audio alone: 73 MiB)
 
 
 def test_demucs_cost_per_hour_of_audio(request):
