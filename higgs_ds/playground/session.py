@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -100,6 +100,7 @@ class Generation:
     seconds: float  # generation wall time
     scores: dict[str, float]
     folder: Path  # where it was saved
+    score_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be computed
 
     @property
     def frames(self) -> int:
@@ -165,7 +166,7 @@ class Playground:
         self._models: OrderedDict[str, tuple[LoadedModel, object]] = OrderedDict()  # tag -> (model, renderer)
         self._codec: AudioCodec | None = None
         self._voices: dict[str, Voice] | None = None
-        self._scorer: SpeechScorer | None = None
+        self._scorers: dict[str, SpeechScorer] | None = None  # metric family -> its scorer
 
     # ---- what the source offers ------------------------------------------------------------------
     def tags(self) -> list[str]:
@@ -321,12 +322,13 @@ class Playground:
         codec = self.codec(loaded.audio_spec)
         wav = decode_codes(codec, codes).float()
         stopped_by = None if result.finished[0] else ("time limit" if result.stopped else "frame limit")
-        scores = self._score(wav.numpy(), codec.sample_rate, req.text, ref_wav, ref_rate)
+        scores, score_errors = self._score(wav.numpy(), codec.sample_rate, req.text, ref_wav, ref_rate)
         settings = {"source": str(self.source), "tag": tag, "text": req.text, "normalised": normalised,
                     "voice": req.voice, "speaker": req.speaker, "ref_text": ref_text, "scene": req.scene,
                     "sampling": asdict(req.sampling), "generation": asdict(gen_cfg), "frames": int(codes.shape[1]),
                     "finished": result.finished[0], "stopped_by": stopped_by, "seconds": round(seconds, 3),
-                    "sample_rate": codec.sample_rate, "scores": scores}
+                    "sample_rate": codec.sample_rate, "scores": scores,
+                    "score_errors": score_errors}
         # no Arabic in the title: matplotlib does not shape it
         title = f"{tag}, {'greedy' if gen_cfg.greedy else f'seed {gen_cfg.seed}'}"
         files = {"out.wav": lambda p: write_wav(p, wav, codec.sample_rate),
@@ -336,19 +338,33 @@ class Playground:
             files["reference_codes.npy"] = lambda p: write_codes(p, torch.as_tensor(ref_codes))
         folder = self.store.save(files, settings)
         return Generation(req.text, normalised, tag, wav.numpy(), codec.sample_rate, codes.numpy(), result.finished[0],
-                          stopped_by, seconds, scores, folder)
+                          stopped_by, seconds, scores, folder, score_errors)
 
-    def _score(self, wav: np.ndarray, rate: int, text: str, ref: np.ndarray | None, ref_rate: int | None) -> dict:
+    def _metric_scorers(self) -> dict[str, SpeechScorer]:
+        """The scorer split into one scorer per metric family, so one that fails is named and the others kept."""
+        if self._scorers is None:
+            full = build_scorer(replace(self.cfg.scorer, mcd=False))  # MCD needs a recording of the same text
+            parts = {"cer": replace(SpeechScorer(), transcriber=full.transcriber) if full.transcriber else None,
+                     "sim": replace(SpeechScorer(), speaker_embedder=full.speaker_embedder,
+                                    extra_speaker_embedders=full.extra_speaker_embedders)
+                     if full.speaker_embedder or full.extra_speaker_embedders else None,
+                     "dnsmos": replace(SpeechScorer(), quality=full.quality) if full.quality else None}
+            self._scorers = {name: part for name, part in parts.items() if part is not None}
+        return self._scorers
+
+    def _score(self, wav: np.ndarray, rate: int, text: str, ref: np.ndarray | None,
+               ref_rate: int | None) -> tuple[dict[str, float], dict[str, str]]:
+        """(scores, {metric: why it failed}): a metric model failing is logged and shown, the generation kept."""
         if self.cfg.scorer is None or len(wav) == 0:
-            return {}
-        if self._scorer is None:
-            from dataclasses import replace
-
-            self._scorer = build_scorer(replace(self.cfg.scorer, mcd=False))  # MCD needs the same text
-        try:
-            return {k: float(v) for k, v in self._scorer.score_one(wav, rate, text, ref, ref_rate).items()}
-        except UserError:
-            raise
-        except Exception as exc:  # a metric model failing must not lose the generation
-            log.warning("scoring failed: %s: %s", type(exc).__name__, exc)
-            return {"scoring_failed": float("nan")}
+            return {}, {}
+        scores, failed = {}, {}
+        for name, scorer in self._metric_scorers().items():
+            try:
+                scores.update({k: float(v) for k, v in scorer.score_one(wav, rate, text, ref, ref_rate).items()})
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (one metric failing must not lose the generation)
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                log.warning("playground: the %s score failed, the generation is kept without it: %s", name,
+                            failed[name], exc_info=True)
+        return scores, failed

@@ -35,6 +35,8 @@ def _details(gen: Generation) -> str:
             f"generated in {gen.seconds:.1f} s", f"saved: `{gen.folder.name}`"]
     if gen.scores:
         rows.append(" · ".join(f"{k} {v:.3f}" for k, v in sorted(gen.scores.items())))
+    rows += [f"{name} score failed: {why} (the server log has the traceback)"
+             for name, why in sorted(gen.score_errors.items())]
     return "\n\n".join(rows)
 
 

@@ -60,6 +60,49 @@ def test_a_reference_upload_is_encoded_and_used(pg, overfit, tmp_path, demo_code
     gen = pg.generate(Request(utt.text, voice=UPLOAD, upload=clip, ref_text=utt.ref_text, sampling=GREEDY))
     assert np.array_equal(np.load(gen.folder / "reference_codes.npy"), reencoded.numpy())
     assert json.loads((gen.folder / "settings.json").read_text())["ref_text"] == utt.ref_text
+    zero_shot = pg.generate(Request(utt.text, voice=ZERO_SHOT, sampling=GREEDY))  # the same text, no reference
+    assert not np.array_equal(gen.codes, zero_shot.codes)  # the reference reached the model's prompt
+
+
+@pytest.fixture(scope="module")
+def scored(export_dir, overfit, tmp_path_factory, demo_codec):
+    """A playground with the real metric models (DNSMOS, resemblyzer) and one upload generation's inputs."""
+    from higgs_ds.quality.scorer import ScorerConfig
+
+    pg = Playground(PlaygroundConfig(export_dir, save_dir=tmp_path_factory.mktemp("scored") / "saved",
+                                     scorer=ScorerConfig(mcd=False)))
+    utt = overfit.utterances[1]
+    clip = tmp_path_factory.mktemp("ref") / "ref.wav"
+    soundfile.write(clip, demo_codec.decode(torch.as_tensor(np.tile(utt.ref_codes, (1, 3))).long()).numpy(),
+                    demo_codec.sample_rate)
+    return pg, Request(utt.text, voice=UPLOAD, upload=clip, ref_text=utt.ref_text, sampling=GREEDY)
+
+
+def test_scores_are_computed_by_the_real_metric_models_and_saved(scored):
+    pg, request = scored
+    gen = pg.generate(request)
+    saved = json.loads((gen.folder / "settings.json").read_text())
+    assert saved["scores"] == gen.scores and saved["score_errors"] == {} == gen.score_errors
+    assert {"sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"} <= set(gen.scores)
+    assert all(np.isfinite(v) for v in gen.scores.values())
+    assert -1 <= gen.scores["sim"] <= 1 and all(1 <= gen.scores[k] <= 5 for k in gen.scores if k.startswith("dnsmos"))
+
+
+def test_a_failing_metric_is_named_and_the_generation_kept_with_the_others(scored, monkeypatch, caplog):
+    from higgs_ds.playground.ui import _details
+    from higgs_ds.quality.models import DnsMos
+
+    def broken(self, wav, rate):
+        raise RuntimeError("onnx session lost")
+
+    pg, request = scored
+    monkeypatch.setattr(DnsMos, "__call__", broken)
+    with caplog.at_level("WARNING", logger="higgs_ds.playground.session"):
+        gen = pg.generate(request)
+    assert gen.score_errors == {"dnsmos": "RuntimeError: onnx session lost"} and set(gen.scores) == {"sim"}
+    assert "the dnsmos score failed" in caplog.text and "onnx session lost" in caplog.text
+    assert json.loads((gen.folder / "settings.json").read_text())["score_errors"] == gen.score_errors
+    assert "dnsmos score failed: RuntimeError: onnx session lost" in _details(gen)
 
 
 @pytest.mark.parametrize("text, expected", [
