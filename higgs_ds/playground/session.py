@@ -22,6 +22,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -177,7 +178,9 @@ class Playground:
         latest = latest_tag(self.ckpt_dir) if self.ckpt_dir is not None else EXPORT_TAG
         return latest if latest in tags else (tags[-1] if tags else EXPORT_TAG)
 
-    def _check_tag(self, tag: str | None) -> str:
+    def _check_tag(self, tag: str | None, forget: bool = False) -> str:
+        """`tag` (default: the default tag) if the source has it complete now. forget=True (only with the lock
+        held) also drops the weights of a tag that is gone."""
         tag = tag or self.default_tag()
         if self.ckpt_dir is None:
             if tag != EXPORT_TAG:
@@ -185,15 +188,17 @@ class Playground:
                                   fix=f"an exported model has one set of weights: {EXPORT_TAG!r}")
             return tag
         if tag not in self.tags():  # deleted (or never there) since the page listed it: forget its weights
-            self._models.pop(tag, None)
+            if forget:
+                self._models.pop(tag, None)
             raise CheckpointError(f"checkpoint {tag!r} is not (or no longer) a complete tag of the run",
                                   where=str(self.ckpt_dir), fix=f"reload the page and pick another; "
                                                                 f"{tag_listing(self.ckpt_dir)}")
         return tag
 
     def model(self, tag: str | None = None) -> tuple[LoadedModel, object]:
-        """The model of `tag` and its family's renderer (the two most recently used stay loaded, for A/B)."""
-        tag = self._check_tag(tag)
+        """The model of `tag` and its family's renderer (the two most recently used stay loaded, for A/B).
+        Called with the lock held (or before the page is served)."""
+        tag = self._check_tag(tag, forget=True)
         if tag in self._models:
             self._models.move_to_end(tag)
             return self._models[tag]
@@ -240,13 +245,18 @@ class Playground:
         spec.require_match(self._codec.spec, "the checkpoint's codes", "the codec loaded for the first one")
         return self._codec
 
-    def eval_shards(self) -> Path | None:
-        """The eval split the run's config names (None for an export, or a run without one)."""
+    def data_path(self, key: str) -> Path | None:
+        """A folder the run's data config names (`shards`, `eval_shards`), found from here; None for an export
+        or a run whose config names none."""
         if self.run is None:
             return None
         train = self.run.meta.get("train", {})
-        recorded = train.get("data", {}).get("eval_shards")
+        recorded = train.get("data", {}).get(key)
         return _resolve_recorded(recorded, self.run_dir, train.get("run_dir")) if recorded else None
+
+    def eval_shards(self) -> Path | None:
+        """The eval split the run's config names (None for an export, or a run without one)."""
+        return self.data_path("eval_shards")
 
     def voices(self) -> list[str]:
         """Speakers of the eval shards, each with one of its utterances as the reference clip."""
@@ -254,14 +264,19 @@ class Playground:
             self._voices = {}
             shards = self.eval_shards()
             if shards is not None and shards.is_dir():
-                spec = load_spec(shards)
-                for shard in list_shards(shards):
-                    for sample in iter_tar_samples(shard):
+                spec, seen = load_spec(shards), set()
+                samples = (sample for shard in list_shards(shards) for sample in iter_tar_samples(shard))
+                with closing(samples):  # the shards are read only until MAX_VOICES speakers are found
+                    for sample in samples:
                         utt = tar_sample_to_utterance(sample, spec)
-                        name = f"{utt.speaker or 'speaker'} ({utt.id})"
-                        if len(self._voices) < MAX_VOICES and not any(
-                                v.startswith(f"{utt.speaker or 'speaker'} (") for v in self._voices):
-                            self._voices[name] = Voice(name, utt.text, utt.codes)
+                        speaker = utt.speaker or "speaker"
+                        if speaker in seen:
+                            continue
+                        seen.add(speaker)
+                        name = f"{speaker} ({utt.id})"
+                        self._voices[name] = Voice(name, utt.text, utt.codes)
+                        if len(self._voices) == MAX_VOICES:
+                            break
             elif shards is not None:
                 log.warning("the run's eval shards %s are not here: no speakers to pick", shards)
         return list(self._voices)
@@ -307,7 +322,7 @@ class Playground:
             return self._generate(req)
 
     def _generate(self, req: Request) -> Generation:
-        tag = self._check_tag(req.tag)
+        tag = self._check_tag(req.tag, forget=True)
         gen_cfg = req.sampling.generation_config(self.cfg.frame_limit)
         loaded, renderer = self.model(tag)
         normalised = checked_text(req.text, loaded.prompt.text)
