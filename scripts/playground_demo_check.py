@@ -2,7 +2,7 @@
 own logic (`higgs_ds.playground.Playground`, in process, no browser), every training sentence generated
 greedily in its demo voice, its codes compared with the codes it was trained on; then a new sentence.
 
-    python scripts/playground_demo_check.py runs/demo [--score] [--limit N] [--min-accuracy 0.99]
+    python scripts/playground_demo_check.py runs/demo [--score] [--per-voice N] [--min-accuracy 0.99]
 
 A sample trained with a voice-cloning reference gets that reference clip uploaded with its transcript (from the
 demo's manifest beside the shards, `data/demo/train.jsonl`); one trained without gets zero-shot. Prints the
@@ -34,7 +34,8 @@ GREEDY = Sampling(greedy=True, max_frames=1500)
 def _parse(argv):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, nargs="?", default=Path("runs/demo"), help="the demo run (default runs/demo)")
-    p.add_argument("--limit", type=bounded(int, 1), help="check the first N training sentences only")
+    p.add_argument("--per-voice", type=bounded(int, 1),
+                   help="check the first N sentences of each speaker and prompt kind (zero-shot / reference) only")
     p.add_argument("--min-accuracy", type=bounded(float, 0, 1), default=0.99,
                    help="the mean frame accuracy below which the check fails")
     p.add_argument("--score", action="store_true", help="also DNSMOS and speaker similarity (slower)")
@@ -57,6 +58,18 @@ def _training_samples(pg: Playground) -> list[tuple]:
     return [(u, rows[u.id] | {"folder": manifest.parent}) for u in utts]
 
 
+def _per_voice(samples: list[tuple], n: int) -> list[tuple]:
+    """The first n samples of each (speaker, with or without a reference), in their order."""
+    taken: dict[tuple, int] = {}
+    out = []
+    for utt, row in samples:
+        voice = (utt.speaker, utt.ref_codes is None)
+        if taken.get(voice, 0) < n:
+            taken[voice] = taken.get(voice, 0) + 1
+            out.append((utt, row))
+    return out
+
+
 def _request(utt, row) -> Request:
     if utt.ref_codes is None:
         return Request(utt.text, voice=ZERO_SHOT, scene=utt.scene, sampling=GREEDY)
@@ -73,7 +86,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as save_dir:
         pg = Playground(PlaygroundConfig(a.run, save_dir=Path(save_dir) / "playground",
                                          scorer=ScorerConfig(mcd=False) if a.score else None))
-        samples = _training_samples(pg)[: a.limit]
+        samples = _training_samples(pg)
+        if a.per_voice:
+            samples = _per_voice(samples, a.per_voice)
         print(f"{a.run}: checkpoint {pg.default_tag()}, {len(samples)} training sentences, greedy", flush=True)
         accuracies = []
         for utt, row in samples:
