@@ -373,7 +373,13 @@ class Playground:
         if self.cfg.scorer is None or len(wav) == 0:
             return {}, {}
         scores, failed = {}, {}
-        for name, scorer in self._metric_scorers().items():
+        try:
+            scorers = self._metric_scorers()
+        except Exception as exc:  # noqa: BLE001 (a metric model that cannot load: no scores, the generation kept)
+            log.warning("playground: the metric models could not be loaded, no scores: %s: %s", type(exc).__name__,
+                        exc, exc_info=True)
+            return {}, {"scorer": f"{type(exc).__name__}: {exc}"}
+        for name, scorer in scorers.items():
             try:
                 scores.update({k: float(v) for k, v in scorer.score_one(wav, rate, text, ref, ref_rate).items()})
             except UserError:
