@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1
 export WANDB_MODE ?= offline
 
 .PHONY: setup demo data test test-fast lint bench soak gpu-wheels gpu-check kernels-aot clean demo-codec \
-	playground-screenshot
+	playground-screenshot playground-check
 
 setup:
 	@bash scripts/setup_env.sh
@@ -64,6 +64,13 @@ kernels-aot: setup
 # chromium. Not run by the tests (they never change the tree).
 playground-screenshot: setup
 	$(PY) scripts/playground_screenshot.py $(or $(RUN),runs/demo) --out docs/img/playground.png
+
+# The playground's Done-when check (docs/playground.md): the demo run served through the playground's logic (no
+# browser), every training sentence generated greedily in its demo voice (mean frame accuracy >= 0.99 against
+# its training codes), then a new sentence. Trains the demo first when runs/demo has no checkpoint.
+playground-check: setup
+	@test -e runs/demo/checkpoints/latest || $(MAKE) demo
+	$(PY) scripts/playground_demo_check.py runs/demo $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -8,7 +8,6 @@ read only after it was copied, size-checked, into the playground's own temporary
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +48,38 @@ def _level_dbfs(wav: np.ndarray) -> float:
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _copy_capped(path: Path, scratch: Path, max_bytes: int, where: str) -> Path:
+    """`path` copied into `scratch`, reading at most max_bytes + 1 bytes (a file that grew since it was sized
+    is refused, not read to its end); the copy is removed on every error."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=scratch, suffix=path.suffix[:10])
+    local = Path(name)
+    try:
+        with open(fd, "wb") as copy, open(path, "rb") as src:
+            left = max_bytes + 1
+            while left > 0 and (chunk := src.read(min(left, 1 << 20))):
+                copy.write(chunk)
+                left -= len(chunk)
+        if left <= 0:
+            raise DataError("the reference file grew over the upload limit while it was read", where=where,
+                            fix="upload it again")
+    except FileNotFoundError:  # removed since it was sized
+        local.unlink(missing_ok=True)
+        raise DataError("the uploaded reference is gone", where=where, fix="upload or record it again") from None
+    except BaseException:
+        local.unlink(missing_ok=True)
+        raise
+    return local
+
+
 def read_reference(path: str | Path, transcript: str | None, cfg: ArabicTextConfig, scratch: Path,
                    max_bytes: int = MAX_UPLOAD_BYTES) -> ReferenceClip:
-    """Copy the upload at `path` into `scratch` (at most `max_bytes` read), then read and check it there."""
+    """Copy the upload at `path` into `scratch` (at most `max_bytes` + 1 bytes read), check its header's length
+    there, and only then decode it (a small compressed file may hold hours of audio: those are never decoded)."""
     where = "reference audio"
     path = Path(path)
     try:
@@ -59,20 +87,23 @@ def read_reference(path: str | Path, transcript: str | None, cfg: ArabicTextConf
     except OSError:
         raise DataError("the uploaded reference is gone", where=where, fix="upload or record it again") from None
     if size > max_bytes:
-        raise DataError(f"the reference file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit",
+        raise DataError(f"the reference file is {_mb(size)}, over the {_mb(max_bytes)} limit",
                         where=where, fix=f"upload a clip of at most {MAX_REFERENCE_S:.0f} s")
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=scratch, suffix=path.suffix[:10], delete=False) as copy, \
-            open(path, "rb") as src:
-        shutil.copyfileobj(src, copy, length=1 << 20)
-        if copy.tell() > max_bytes:  # grew while it was copied
-            raise DataError("the reference file grew over the upload limit while it was read", where=where,
-                            fix="upload it again")
-    local = Path(copy.name)
+    local = _copy_capped(path, scratch, max_bytes, where)
     try:
         try:
-            data, rate = soundfile.read(str(local), dtype="float32", always_2d=True)
+            info = soundfile.info(str(local))
         except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
+            raise DataError(f"the uploaded file ({path.name}) is not a readable sound file ({type(exc).__name__})",
+                            where=where, fix="upload a wav, flac or ogg recording") from None
+        header_s = info.frames / info.samplerate if info.samplerate > 0 else 0.0
+        if header_s > MAX_REFERENCE_S:  # refused from its header, before any sample is decoded
+            raise DataError(f"the reference is {header_s:.1f} s long", where=where,
+                            fix=f"give at most {MAX_REFERENCE_S:.0f} s (a sentence or two)")
+        try:  # at most MAX_REFERENCE_S of frames, should the header under-report them
+            data, rate = soundfile.read(str(local), dtype="float32", always_2d=True,
+                                        frames=int(MAX_REFERENCE_S * info.samplerate) + 1)
+        except Exception as exc:
             raise DataError(f"the uploaded file ({path.name}) is not a readable sound file ({type(exc).__name__})",
                             where=where, fix="upload a wav, flac or ogg recording") from None
     finally:

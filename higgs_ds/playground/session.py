@@ -22,7 +22,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -100,6 +101,7 @@ class Generation:
     seconds: float  # generation wall time
     scores: dict[str, float]
     folder: Path  # where it was saved
+    score_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be computed
 
     @property
     def frames(self) -> int:
@@ -165,7 +167,7 @@ class Playground:
         self._models: OrderedDict[str, tuple[LoadedModel, object]] = OrderedDict()  # tag -> (model, renderer)
         self._codec: AudioCodec | None = None
         self._voices: dict[str, Voice] | None = None
-        self._scorer: SpeechScorer | None = None
+        self._scorers: dict[str, SpeechScorer] | None = None  # metric family -> its scorer
 
     # ---- what the source offers ------------------------------------------------------------------
     def tags(self) -> list[str]:
@@ -176,7 +178,9 @@ class Playground:
         latest = latest_tag(self.ckpt_dir) if self.ckpt_dir is not None else EXPORT_TAG
         return latest if latest in tags else (tags[-1] if tags else EXPORT_TAG)
 
-    def _check_tag(self, tag: str | None) -> str:
+    def _check_tag(self, tag: str | None, forget: bool = False) -> str:
+        """`tag` (default: the default tag) if the source has it complete now. forget=True (only with the lock
+        held) also drops the weights of a tag that is gone."""
         tag = tag or self.default_tag()
         if self.ckpt_dir is None:
             if tag != EXPORT_TAG:
@@ -184,15 +188,17 @@ class Playground:
                                   fix=f"an exported model has one set of weights: {EXPORT_TAG!r}")
             return tag
         if tag not in self.tags():  # deleted (or never there) since the page listed it: forget its weights
-            self._models.pop(tag, None)
+            if forget:
+                self._models.pop(tag, None)
             raise CheckpointError(f"checkpoint {tag!r} is not (or no longer) a complete tag of the run",
                                   where=str(self.ckpt_dir), fix=f"reload the page and pick another; "
                                                                 f"{tag_listing(self.ckpt_dir)}")
         return tag
 
     def model(self, tag: str | None = None) -> tuple[LoadedModel, object]:
-        """The model of `tag` and its family's renderer (the two most recently used stay loaded, for A/B)."""
-        tag = self._check_tag(tag)
+        """The model of `tag` and its family's renderer (the two most recently used stay loaded, for A/B).
+        Called with the lock held (or before the page is served)."""
+        tag = self._check_tag(tag, forget=True)
         if tag in self._models:
             self._models.move_to_end(tag)
             return self._models[tag]
@@ -239,13 +245,18 @@ class Playground:
         spec.require_match(self._codec.spec, "the checkpoint's codes", "the codec loaded for the first one")
         return self._codec
 
-    def eval_shards(self) -> Path | None:
-        """The eval split the run's config names (None for an export, or a run without one)."""
+    def data_path(self, key: str) -> Path | None:
+        """A folder the run's data config names (`shards`, `eval_shards`), found from here; None for an export
+        or a run whose config names none."""
         if self.run is None:
             return None
         train = self.run.meta.get("train", {})
-        recorded = train.get("data", {}).get("eval_shards")
+        recorded = train.get("data", {}).get(key)
         return _resolve_recorded(recorded, self.run_dir, train.get("run_dir")) if recorded else None
+
+    def eval_shards(self) -> Path | None:
+        """The eval split the run's config names (None for an export, or a run without one)."""
+        return self.data_path("eval_shards")
 
     def voices(self) -> list[str]:
         """Speakers of the eval shards, each with one of its utterances as the reference clip."""
@@ -253,14 +264,19 @@ class Playground:
             self._voices = {}
             shards = self.eval_shards()
             if shards is not None and shards.is_dir():
-                spec = load_spec(shards)
-                for shard in list_shards(shards):
-                    for sample in iter_tar_samples(shard):
+                spec, seen = load_spec(shards), set()
+                samples = (sample for shard in list_shards(shards) for sample in iter_tar_samples(shard))
+                with closing(samples):  # the shards are read only until MAX_VOICES speakers are found
+                    for sample in samples:
                         utt = tar_sample_to_utterance(sample, spec)
-                        name = f"{utt.speaker or 'speaker'} ({utt.id})"
-                        if len(self._voices) < MAX_VOICES and not any(
-                                v.startswith(f"{utt.speaker or 'speaker'} (") for v in self._voices):
-                            self._voices[name] = Voice(name, utt.text, utt.codes)
+                        speaker = utt.speaker or "speaker"
+                        if speaker in seen:
+                            continue
+                        seen.add(speaker)
+                        name = f"{speaker} ({utt.id})"
+                        self._voices[name] = Voice(name, utt.text, utt.codes)
+                        if len(self._voices) == MAX_VOICES:
+                            break
             elif shards is not None:
                 log.warning("the run's eval shards %s are not here: no speakers to pick", shards)
         return list(self._voices)
@@ -306,7 +322,7 @@ class Playground:
             return self._generate(req)
 
     def _generate(self, req: Request) -> Generation:
-        tag = self._check_tag(req.tag)
+        tag = self._check_tag(req.tag, forget=True)
         gen_cfg = req.sampling.generation_config(self.cfg.frame_limit)
         loaded, renderer = self.model(tag)
         normalised = checked_text(req.text, loaded.prompt.text)
@@ -321,12 +337,13 @@ class Playground:
         codec = self.codec(loaded.audio_spec)
         wav = decode_codes(codec, codes).float()
         stopped_by = None if result.finished[0] else ("time limit" if result.stopped else "frame limit")
-        scores = self._score(wav.numpy(), codec.sample_rate, req.text, ref_wav, ref_rate)
+        scores, score_errors = self._score(wav.numpy(), codec.sample_rate, req.text, ref_wav, ref_rate)
         settings = {"source": str(self.source), "tag": tag, "text": req.text, "normalised": normalised,
                     "voice": req.voice, "speaker": req.speaker, "ref_text": ref_text, "scene": req.scene,
                     "sampling": asdict(req.sampling), "generation": asdict(gen_cfg), "frames": int(codes.shape[1]),
                     "finished": result.finished[0], "stopped_by": stopped_by, "seconds": round(seconds, 3),
-                    "sample_rate": codec.sample_rate, "scores": scores}
+                    "sample_rate": codec.sample_rate, "scores": scores,
+                    "score_errors": score_errors}
         # no Arabic in the title: matplotlib does not shape it
         title = f"{tag}, {'greedy' if gen_cfg.greedy else f'seed {gen_cfg.seed}'}"
         files = {"out.wav": lambda p: write_wav(p, wav, codec.sample_rate),
@@ -336,19 +353,39 @@ class Playground:
             files["reference_codes.npy"] = lambda p: write_codes(p, torch.as_tensor(ref_codes))
         folder = self.store.save(files, settings)
         return Generation(req.text, normalised, tag, wav.numpy(), codec.sample_rate, codes.numpy(), result.finished[0],
-                          stopped_by, seconds, scores, folder)
+                          stopped_by, seconds, scores, folder, score_errors)
 
-    def _score(self, wav: np.ndarray, rate: int, text: str, ref: np.ndarray | None, ref_rate: int | None) -> dict:
+    def _metric_scorers(self) -> dict[str, SpeechScorer]:
+        """The scorer split into one scorer per metric family, so one that fails is named and the others kept."""
+        if self._scorers is None:
+            full = build_scorer(replace(self.cfg.scorer, mcd=False))  # MCD needs a recording of the same text
+            parts = {"cer": replace(SpeechScorer(), transcriber=full.transcriber) if full.transcriber else None,
+                     "sim": replace(SpeechScorer(), speaker_embedder=full.speaker_embedder,
+                                    extra_speaker_embedders=full.extra_speaker_embedders)
+                     if full.speaker_embedder or full.extra_speaker_embedders else None,
+                     "dnsmos": replace(SpeechScorer(), quality=full.quality) if full.quality else None}
+            self._scorers = {name: part for name, part in parts.items() if part is not None}
+        return self._scorers
+
+    def _score(self, wav: np.ndarray, rate: int, text: str, ref: np.ndarray | None,
+               ref_rate: int | None) -> tuple[dict[str, float], dict[str, str]]:
+        """(scores, {metric: why it failed}): a metric model failing is logged and shown, the generation kept."""
         if self.cfg.scorer is None or len(wav) == 0:
-            return {}
-        if self._scorer is None:
-            from dataclasses import replace
-
-            self._scorer = build_scorer(replace(self.cfg.scorer, mcd=False))  # MCD needs the same text
+            return {}, {}
+        scores, failed = {}, {}
         try:
-            return {k: float(v) for k, v in self._scorer.score_one(wav, rate, text, ref, ref_rate).items()}
-        except UserError:
-            raise
-        except Exception as exc:  # a metric model failing must not lose the generation
-            log.warning("scoring failed: %s: %s", type(exc).__name__, exc)
-            return {"scoring_failed": float("nan")}
+            scorers = self._metric_scorers()
+        except Exception as exc:  # noqa: BLE001 (a metric model that cannot load: no scores, the generation kept)
+            log.warning("playground: the metric models could not be loaded, no scores: %s: %s", type(exc).__name__,
+                        exc, exc_info=True)
+            return {}, {"scorer": f"{type(exc).__name__}: {exc}"}
+        for name, scorer in scorers.items():
+            try:
+                scores.update({k: float(v) for k, v in scorer.score_one(wav, rate, text, ref, ref_rate).items()})
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (one metric failing must not lose the generation)
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                log.warning("playground: the %s score failed, the generation is kept without it: %s", name,
+                            failed[name], exc_info=True)
+        return scores, failed

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from higgs_ds.errors import UserError, one_line
+from higgs_ds.errors import CheckpointError, UserError, one_line
 from higgs_ds.playground.inputs import Sampling
 from higgs_ds.playground.session import SPEAKER, UPLOAD, ZERO_SHOT, Generation, Playground, Request
 
@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 VOICE_CHOICES = [("zero-shot (no reference)", ZERO_SHOT), ("a speaker of the eval shards", SPEAKER),
                  ("upload or record a clip", UPLOAD)]
 CSS = "#status p {font-family: monospace; white-space: pre-wrap}"
+DELETE_CACHE = (3600, 3600)  # (how often, how old) in seconds: gradio's cached uploads older than 1 h are removed
+
+
+def no_complete_tag(pg: Playground) -> CheckpointError:
+    """What the page says when the run has no complete checkpoint tag (all removed while it was open)."""
+    return CheckpointError("the run has no complete checkpoint tag now", where=str(pg.ckpt_dir),
+                           fix="wait for a checkpoint to finish saving (or restore one), then reload the page")
 
 
 def error_line(exc: BaseException) -> str:
@@ -35,6 +42,8 @@ def _details(gen: Generation) -> str:
             f"generated in {gen.seconds:.1f} s", f"saved: `{gen.folder.name}`"]
     if gen.scores:
         rows.append(" · ".join(f"{k} {v:.3f}" for k, v in sorted(gen.scores.items())))
+    rows += [f"{name} score failed: {why} (the server log has the traceback)"
+             for name, why in sorted(gen.score_errors.items())]
     return "\n\n".join(rows)
 
 
@@ -94,7 +103,8 @@ def build_app(pg: Playground):
         except Exception as exc:  # noqa: BLE001
             return error_line(exc)
 
-    with gr.Blocks(title="higgs-ds playground", analytics_enabled=False) as app:
+    # gradio's cache holds every uploaded or recorded clip: removed an hour after it arrived (checked hourly)
+    with gr.Blocks(title="higgs-ds playground", analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(f"## higgs-ds playground · `{pg.source}`\nSaved to `{pg.store.folder}` (newest "
                     f"{pg.store.keep} kept) · time limit {pg.cfg.time_limit_s:g} s · frame limit "
                     f"{pg.cfg.frame_limit}")
@@ -140,9 +150,12 @@ def build_app(pg: Playground):
         # a page (re)load lists the tags the run has now: a run still training adds some, a rotation removes some
         def listed():
             now = pg.tags()
-            return gr.Radio(choices=now, value=pg.default_tag()), gr.Radio(choices=now, value=now[0])
+            if not now:  # every tag removed (or none complete yet): the page says so instead of failing
+                return (gr.Radio(choices=[], value=None), gr.Radio(choices=[], value=None),
+                        error_line(no_complete_tag(pg)))
+            return gr.Radio(choices=now, value=pg.default_tag()), gr.Radio(choices=now, value=now[0]), ""
 
-        app.load(listed, None, [tag, tag_b], queue=False)
+        app.load(listed, None, [tag, tag_b, status], queue=False)
         text.change(normalise, [text, tag], normalised, trigger_mode="always_last", queue=False)
         tag.change(load, tag, status)
         go.click(generate_one, fields, outputs, concurrency_id="generate")

@@ -5,6 +5,7 @@ time and frame limits."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,49 @@ def test_a_reference_upload_is_encoded_and_used(pg, overfit, tmp_path, demo_code
     gen = pg.generate(Request(utt.text, voice=UPLOAD, upload=clip, ref_text=utt.ref_text, sampling=GREEDY))
     assert np.array_equal(np.load(gen.folder / "reference_codes.npy"), reencoded.numpy())
     assert json.loads((gen.folder / "settings.json").read_text())["ref_text"] == utt.ref_text
+    zero_shot = pg.generate(Request(utt.text, voice=ZERO_SHOT, sampling=GREEDY))  # the same text, no reference
+    assert not np.array_equal(gen.codes, zero_shot.codes)  # the reference reached the model's prompt
+
+
+@pytest.fixture(scope="module")
+def scored(export_dir, overfit, tmp_path_factory, demo_codec):
+    """A playground with the real metric models (DNSMOS, resemblyzer) and one upload generation's inputs."""
+    from higgs_ds.quality.scorer import ScorerConfig
+
+    pg = Playground(PlaygroundConfig(export_dir, save_dir=tmp_path_factory.mktemp("scored") / "saved",
+                                     scorer=ScorerConfig(mcd=False)))
+    utt = overfit.utterances[1]
+    clip = tmp_path_factory.mktemp("ref") / "ref.wav"
+    soundfile.write(clip, demo_codec.decode(torch.as_tensor(np.tile(utt.ref_codes, (1, 3))).long()).numpy(),
+                    demo_codec.sample_rate)
+    return pg, Request(utt.text, voice=UPLOAD, upload=clip, ref_text=utt.ref_text, sampling=GREEDY)
+
+
+def test_scores_are_computed_by_the_real_metric_models_and_saved(scored):
+    pg, request = scored
+    gen = pg.generate(request)
+    saved = json.loads((gen.folder / "settings.json").read_text())
+    assert saved["scores"] == gen.scores and saved["score_errors"] == {} == gen.score_errors
+    assert {"sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"} <= set(gen.scores)
+    assert all(np.isfinite(v) for v in gen.scores.values())
+    assert -1 <= gen.scores["sim"] <= 1 and all(1 <= gen.scores[k] <= 5 for k in gen.scores if k.startswith("dnsmos"))
+
+
+def test_a_failing_metric_is_named_and_the_generation_kept_with_the_others(scored, monkeypatch, caplog):
+    from higgs_ds.playground.ui import _details
+    from higgs_ds.quality.models import DnsMos
+
+    def broken(self, wav, rate):
+        raise RuntimeError("onnx session lost")
+
+    pg, request = scored
+    monkeypatch.setattr(DnsMos, "__call__", broken)
+    with caplog.at_level("WARNING", logger="higgs_ds.playground.session"):
+        gen = pg.generate(request)
+    assert gen.score_errors == {"dnsmos": "RuntimeError: onnx session lost"} and set(gen.scores) == {"sim"}
+    assert "the dnsmos score failed" in caplog.text and "onnx session lost" in caplog.text
+    assert json.loads((gen.folder / "settings.json").read_text())["score_errors"] == gen.score_errors
+    assert "dnsmos score failed: RuntimeError: onnx session lost" in _details(gen)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -89,7 +133,7 @@ def small_uploads(export_dir, tmp_path_factory):
     (lambda tmp: _wav(tmp / "quiet.wav", 1.0, 0.0), "مرحبا", DataError, "the reference is silence"),
     (lambda tmp: _wav(tmp / "short.wav", 0.2, 0.5), "مرحبا", DataError, "the reference is 0.20 s long"),
     (_not_audio, "مرحبا", DataError, r"notes.wav\) is not a readable sound file"),
-    (lambda tmp: _wav(tmp / "big.wav", 12.0, 0.5), "مرحبا", DataError, "over the 0 MB limit"),
+    (lambda tmp: _wav(tmp / "big.wav", 12.0, 0.5), "مرحبا", DataError, r"is 0\.4 MB, over the 0\.3 MB limit"),
     (lambda tmp: _wav(tmp / "ok.wav", 1.0, 0.5), "؟؟", ConfigError, "reference transcript .* has no letter"),
     (lambda tmp: tmp / "gone.wav", "مرحبا", DataError, "the uploaded reference is gone"),
 ])
@@ -103,6 +147,30 @@ def test_a_bad_reference_is_one_error_and_the_playground_keeps_serving(small_upl
     assert not list(pg.scratch.iterdir())  # the upload's copy is removed
     assert pg.store.entries() == saved  # nothing saved
     assert pg.generate(Request(overfit.utterances[0].text, sampling=GREEDY)).finished  # still serving
+
+
+def test_an_hour_of_flac_under_the_size_limit_is_refused_from_its_header_without_decoding(tmp_path):
+    from higgs_ds.data.text import ArabicTextConfig
+    from higgs_ds.playground.inputs import _copy_capped, read_reference
+
+    clip = tmp_path / "hour.flac"  # 0.2 MB on disk; decoded it would be 230 MB of float32
+    with soundfile.SoundFile(clip, "w", 16000, 1, format="FLAC") as f:
+        for _ in range(55):
+            f.write(np.zeros(1 << 20, np.float32))
+    assert clip.stat().st_size < 300_000
+    scratch = tmp_path / "scratch"
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"the reference is 3604\.5 s long \(reference audio\): give at most 30"):
+            read_reference(clip, "مرحبا", ArabicTextConfig(), scratch, max_bytes=300_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak / 1e6:.0f} MB allocated: the clip was decoded"
+    assert not list(scratch.iterdir())  # its copy is removed
+    with pytest.raises(DataError, match="grew over the upload limit"):  # the copy reads at most limit + 1 bytes
+        _copy_capped(clip, scratch, 1000, "reference audio")
+    assert not list(scratch.iterdir())
 
 
 def test_a_page_names_only_what_the_source_offers(pg, overfit):
