@@ -8,38 +8,47 @@ the codec the checkpoint's audio spec names (`--codec-path` gives a local copy w
 prompt uses the layout the model was trained with (system prompt, scene block). Voice cloning:
 --ref-audio ref.wav --ref-text "its transcript" (or --ref-codes codes.npy). Several --text flags
 make one batch; outputs are then numbered (hello_0.wav, hello_1.wav, ...).
+
+Best-of-N: --candidates N --select cer,sim samples N candidates per text (candidate i with seed --seed + i,
+exactly what a plain run with that seed writes), scores them with the rewards (weights: cer=2,sim=1), keeps
+the best by their weighted sum, and writes every candidate's scores beside the wav (<out>.candidates.json).
+See docs/rewards.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile
-from transformers import AutoTokenizer
 
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.cli_options import (
+    add_decoding_args,
+    add_reward_args,
     add_scorer_args,
-    bounded,
     device_name,
-    non_negative,
-    non_negative_int,
+    generation_config,
     positive_int,
+    reward_context,
+    reward_weights,
     scorer_config,
 )
-from higgs_ds.codec import load_audio, load_codec_for_spec
+from higgs_ds.codec import load_audio
 from higgs_ds.data.shards import validate_codes
 from higgs_ds.data.text import unspeakable
 from higgs_ds.device import resolve_device, resolve_precision, torch_dtype
 from higgs_ds.errors import ArgumentParser, CheckpointError, ConfigError, DataError, quote, run_cli
-from higgs_ds.inference import GenerationConfig, TTSRequest, decode_codes, generate, load_model, write_codes, write_wav
+from higgs_ds.inference import GenerationConfig, TTSRequest, decode_codes, write_codes, write_wav
 from higgs_ds.inference.loading import audio_spec_of
 from higgs_ds.quality.scorer import build_scorer, format_table, summarize, write_scores
+from higgs_ds.rewards import build_rewards, check_rewards, read_chars_per_second
+from higgs_ds.rewards.candidates import load_sampler, rank, scores_of
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +69,25 @@ def _parse(argv):
     p.add_argument("--out", type=Path, default=Path("generated/speech.wav"), help="output wav path")
     p.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
-    g = p.add_argument_group("decoding (defaults: Higgs Audio v2 inference defaults)")
-    d = GenerationConfig()
-    g.add_argument("--max-new-frames", type=positive_int, default=d.max_new_frames, help="25 frames = 1 s")
-    g.add_argument("--temperature", type=non_negative, default=d.temperature, help="0 = greedy")
-    g.add_argument("--top-k", type=non_negative_int, default=d.top_k, help="0 = off")
-    g.add_argument("--top-p", type=bounded(float, 0, 1, low_open=True), default=d.top_p, help="1 = off")
-    g.add_argument("--ras-window", type=non_negative_int, default=d.ras_window,
-                   help="0 = no repetition-aware sampling")
-    g.add_argument("--ras-max-repeats", type=positive_int, default=d.ras_max_repeats)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--greedy", action="store_true", help="temperature 0 and no RAS: deterministic")
+    add_decoding_args(p)
     p.add_argument("--score", action="store_true", help="score the outputs (table + <out>.scores.json): DNSMOS, "
                                                          "speaker similarity to --ref-audio, WER/CER with --whisper")
     add_scorer_args(p)
-    return p.parse_args(argv)
+    b = p.add_argument_group("best-of-N (docs/rewards.md)")
+    b.add_argument("--candidates", type=positive_int, default=1,
+                   help="sample N candidates per text (seeds --seed .. --seed+N-1) and keep the best by --select")
+    b.add_argument("--select", type=reward_weights,
+                   help="rewards that pick the best candidate, name[=weight],...: cer, sim, dnsmos, duration, stop "
+                        "or package.module:function")
+    add_reward_args(p, with_model_folders=False)
+    a = p.parse_args(argv)
+    if a.candidates > 1 and a.select is None:
+        p.error("--candidates needs --select (the rewards that pick the best candidate)")
+    if a.select is not None and a.candidates < 2:
+        p.error("--select needs --candidates N with N >= 2")
+    if a.candidates > 1 and (a.greedy or a.temperature == 0):
+        p.error("--candidates needs sampling: greedy decoding (--greedy, --temperature 0) makes N equal candidates")
+    return a
 
 
 def score_outputs(paths: list[Path], texts: list[str], a: argparse.Namespace) -> dict:
@@ -112,20 +125,20 @@ def _texts(a: argparse.Namespace) -> list[str]:
     return texts
 
 
-def _generation_config(a: argparse.Namespace) -> GenerationConfig:
-    try:
-        return GenerationConfig(max_new_frames=a.max_new_frames, temperature=0.0 if a.greedy else a.temperature,
-                                top_k=a.top_k, top_p=a.top_p, ras_window=0 if a.greedy else a.ras_window,
-                                ras_max_repeats=a.ras_max_repeats, seed=a.seed)
-    except ValueError as exc:
-        raise ConfigError(str(exc).replace("GenerationConfig.", "--").replace("_", "-"),
-                          fix="see generate.py --help") from None
+def _reward_context(a: argparse.Namespace) -> dict:
+    """The rewards' context; the duration rate is --chars-per-second, else the one the run saved."""
+    rate = a.chars_per_second if a.chars_per_second is not None else read_chars_per_second(a.checkpoint)
+    if "duration" in a.select and rate is None:
+        raise ConfigError(f"the duration reward needs a speaking rate and {a.checkpoint} saved none",
+                          where="--chars-per-second", fix="give --chars-per-second (characters per second of "
+                                                          "the training speech), or select without duration")
+    return reward_context(a, rate)
 
 
 def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
     """Everything the flags and the file system can tell, before any model or codec is loaded."""
     texts = _texts(a)
-    gen = _generation_config(a)
+    gen = generation_config(a)
     if (a.ref_audio or a.ref_codes) and not a.ref_text:
         raise ConfigError("--ref-audio/--ref-codes need --ref-text", where="--ref-text",
                           fix="give the transcript of the reference")
@@ -154,6 +167,8 @@ def check_inputs(a: argparse.Namespace) -> tuple[list[str], GenerationConfig]:
     spec = audio_spec_of(a.checkpoint, a.tag)  # config files only: a --tag on an export is refused here
     if a.ref_codes:
         _ref_codes(a.ref_codes, spec)
+    if a.select is not None:
+        check_rewards(a.select, _reward_context(a))  # files only: model folders, packages, plug-in modules
     return texts, gen
 
 
@@ -176,6 +191,36 @@ def _ref_codes(path: Path, spec: AudioSpec | None = None) -> np.ndarray:
     return codes
 
 
+def _wav_path(out: Path, i: int, count: int) -> Path:
+    return out if count == 1 else out.with_name(f"{out.stem}_{i}{out.suffix or '.wav'}")
+
+
+def _select(a: argparse.Namespace, sampler, results: list, texts: list[str], ref_codes, ref_wav) -> list[int]:
+    """Score every candidate of every text, write <wav>.candidates.json per text, return each text's best."""
+    rewards = build_rewards(a.select, _reward_context(a))
+    n, chosen = len(results), []
+    for i, text in enumerate(texts):
+        codes, finished = [r.codes[i] for r in results], [r.finished[i] for r in results]
+        samples = sampler.reward_samples(codes, finished, [text] * n, rewards.needs_audio,
+                                         reference_codes=None if ref_wav or ref_codes is None else [ref_codes] * n,
+                                         reference_audio=[ref_wav[0]] * n if ref_wav else None,
+                                         reference_rate=ref_wav[1] if ref_wav else None)
+        scored = rewards.score(samples)
+        best, _ = rank(scored.total)
+        chosen.append(best)
+        record = {"text": text, "select": a.select, "chosen": best, "left_out": scored.left_out,
+                  "candidates": [{"seed": a.seed + c, "frames": int(codes[c].shape[1]),
+                                  "finished": bool(finished[c]), "total": float(scored.total[c]),
+                                  "scores": scores_of(scored, c)} for c in range(n)]}
+        path = _wav_path(a.out, i, len(texts)).with_suffix(".candidates.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        log.info("%s: candidate %d of %d (seed %d) chosen, reward %.4f (the others: %s) -> %s", text, best, n,
+                 a.seed + best, scored.total[best],
+                 ", ".join(f"{t:.4f}" for c, t in enumerate(scored.total) if c != best), path.name)
+    return chosen
+
+
 def main(argv=None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = _parse(argv)
@@ -183,36 +228,31 @@ def main(argv=None) -> list[Path]:
     device = resolve_device(a.device)
     dtype = torch_dtype(resolve_precision(a.dtype, device))
 
-    loaded = load_model(a.checkpoint, a.tag, device=device, dtype=dtype)
-    tokenizer_dir = a.tokenizer or loaded.tokenizer_dir
-    if tokenizer_dir is None:
-        raise ConfigError(f"no tokenizer found for {a.checkpoint}", where="--tokenizer",
-                          fix="pass --tokenizer DIR (the folder the model was trained with)")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    model_cfg = loaded.model.config
-    if loaded.audio_spec is None:
-        raise CheckpointError(f"{a.checkpoint} has no trained audio side (a plain Llama checkpoint)",
-                              where="checkpoint", fix="generate from a higgs-ds run or export")
-    codec = load_codec_for_spec(loaded.audio_spec, a.codec_path, str(device), what=f"{a.checkpoint}'s codes")
+    sampler = load_sampler(a.checkpoint, a.tag, device, dtype, a.tokenizer, a.codec_path)
+    codec = sampler.codec
 
-    ref_codes = None
+    ref_codes = ref_wav = None
     if a.ref_codes:
-        ref_codes = _ref_codes(a.ref_codes, loaded.audio_spec)
+        ref_codes = _ref_codes(a.ref_codes, sampler.spec)
     elif a.ref_audio:
         wav, sr = load_audio(a.ref_audio)
-        ref_codes = codec.encode([wav], sr)[0].numpy()
+        ref_codes, ref_wav = codec.encode([wav], sr)[0].numpy(), (wav.numpy(), sr)
     requests = [TTSRequest(text, scene=a.scene, ref_text=a.ref_text if ref_codes is not None else None,
                            ref_codes=ref_codes, id=f"text{i}") for i, text in enumerate(texts)]
-    renderer = loaded.family.make_renderer(tokenizer, model_cfg.audio_num_codebooks)  # the family's prompt layout
-    result = generate(loaded.model, renderer, requests, gen, loaded.prompt)  # the training prompt layout
+    # candidate i of every text: one batch with seed --seed + i (the training prompt layout)
+    results = [sampler.sample(requests, dataclasses.replace(gen, seed=gen.seed + i)) for i in range(a.candidates)]
+    chosen = [0] * len(texts)
+    if a.select is not None:
+        chosen = _select(a, sampler, results, texts, ref_codes, ref_wav)
 
     outputs = []
-    for i, (codes, finished) in enumerate(zip(result.codes, result.finished, strict=True)):
-        wav_path = a.out if len(texts) == 1 else a.out.with_name(f"{a.out.stem}_{i}{a.out.suffix or '.wav'}")
+    for i, (text, pick) in enumerate(zip(texts, chosen, strict=True)):
+        codes, finished = results[pick].codes[i], results[pick].finished[i]
+        wav_path = _wav_path(a.out, i, len(texts))
         wav = decode_codes(codec, codes)
         write_wav(wav_path, wav, codec.sample_rate)
         write_codes(wav_path.with_suffix(".npy"), codes)
-        log.info("%s: %d frames (%.2f s)%s -> %s (+ %s)", texts[i], codes.shape[1], wav.numel() / codec.sample_rate,
+        log.info("%s: %d frames (%.2f s)%s -> %s (+ %s)", text, codes.shape[1], wav.numel() / codec.sample_rate,
                  "" if finished else f", no EOS within {gen.max_new_frames} frames", wav_path,
                  wav_path.with_suffix(".npy").name)
         outputs.append(wav_path)

@@ -16,6 +16,10 @@
     # the built-in demo (espeak-ng Arabic + seeded small DAC + demo tokenizer), ~1-2 min on 2 cores
     python launch/prepare_data.py demo --out data/demo
 
+    # preference pairs for DPO: N candidates per prompt from a run, scored, best vs worst (docs/rewards.md)
+    python launch/prepare_data.py preferences --from runs/sft --manifest prompts.jsonl --candidates 8 \
+        --rewards cer=1,sim=1,stop=0.5 --whisper /models/whisper-small --out data/pairs [--part 0/2]
+
     # check the transcript normalisation by eye: numbers, times and units read out as words
     echo "في 2024 ارتفع السعر 5%" | python launch/prepare_data.py normalize-text
 
@@ -34,14 +38,19 @@ from pathlib import Path
 
 from higgs_ds.audio_spec import AudioSpec
 from higgs_ds.cli_options import (
+    add_decoding_args,
+    add_reward_args,
     bounded,
     device_name,
     device_names,
     finite,
     fraction,
+    generation_config,
     non_negative,
     positive,
     positive_int,
+    reward_context,
+    reward_weights,
 )
 from higgs_ds.codec import CodecConfig
 from higgs_ds.data.builder import BuildConfig, build_shards
@@ -124,7 +133,7 @@ def _add_demo_parser(sub) -> None:
 
 
 def _add_merge_parser(sub) -> None:
-    merge = sub.add_parser("merge", help="the folders of `build --part i/N` -> one split",
+    merge = sub.add_parser("merge", help="the folders of `build --part i/N` (or `preferences --part i/N`) -> one split",
                            description="Checks that the folders are parts 0..N-1 of one manifest with one audio spec "
                                        "and no id twice, links their shards into --out and writes shards.json and "
                                        "rejects.jsonl there.")
@@ -256,6 +265,55 @@ def _read_spec(path: Path) -> AudioSpec:
                           fix="compare it with audio_spec.json of a built shard folder") from None
 
 
+def _add_preferences_parser(sub) -> None:
+    pref = sub.add_parser("preferences", help="N candidates per prompt from a run, scored -> chosen/rejected pair "
+                                              "shards for DPO",
+                          description="Generates --candidates N samples per manifest row (one batch, seeded with "
+                          "--seed + the row's line), scores them with --rewards, and writes the best as the chosen "
+                          "and the worst as the rejected sample of a pair shard, with every score. Prompts whose "
+                          "candidates tie are counted and skipped. --part i/N splits the manifest as `build` does; "
+                          "`merge` joins the parts. See docs/rewards.md.")
+    pref.add_argument("--from", dest="source", required=True, type=Path,
+                      help="a run dir, checkpoint tag dir or exported dir")
+    pref.add_argument("--tag", help="checkpoint tag of a run (default: latest)")
+    pref.add_argument("--manifest", required=True, help="the prompts: a training manifest (target audio optional)")
+    pref.add_argument("--out", required=True)
+    pref.add_argument("--candidates", type=bounded(int, 2), default=8, help="samples per prompt (>= 2)")
+    pref.add_argument("--rewards", type=reward_weights, required=True,
+                      help="name[=weight],...: cer, sim, dnsmos, duration, stop or package.module:function")
+    pref.add_argument("--min-margin", type=non_negative, default=0.0,
+                      help="a prompt whose best and worst rewards differ by no more gives no pair")
+    pref.add_argument("--part", help="i/N: only part i of N of the manifest (contiguous lines); then `merge`")
+    pref.add_argument("--prompts-per-shard", type=positive_int, default=256)
+    pref.add_argument("--skip-bad", action="store_true", help="reject bad rows to rejects.jsonl instead of failing")
+    pref.add_argument("--tokenizer", help="tokenizer dir (default: the checkpoint's)")
+    pref.add_argument("--codec-path", help="local copy of the codec the checkpoint's audio spec names")
+    pref.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda[:i]")
+    pref.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto")
+    add_decoding_args(pref)
+    add_reward_args(pref)
+
+
+def _preferences(args) -> dict:
+    from higgs_ds.rewards import read_chars_per_second
+    from higgs_ds.rewards.pairs import PairsConfig, build_pairs
+
+    generation = generation_config(args)
+    if generation.greedy:
+        raise ConfigError("greedy decoding makes N equal candidates", where="--greedy / --temperature",
+                          fix="sample: leave out --greedy and give --temperature > 0")
+    rate = args.chars_per_second if args.chars_per_second is not None else read_chars_per_second(args.source)
+    if "duration" in args.rewards and rate is None:
+        raise ConfigError(f"the duration reward needs a speaking rate and {args.source} saved none",
+                          where="--chars-per-second", fix="give --chars-per-second, or leave duration out")
+    return build_pairs(PairsConfig(
+        source=str(args.source), manifest=args.manifest, out_dir=args.out, rewards=args.rewards,
+        candidates=args.candidates, context=reward_context(args, rate), generation=generation, seed=args.seed,
+        min_margin=args.min_margin, part=parse_part(args.part) if args.part else None, tag=args.tag,
+        tokenizer=args.tokenizer, codec_path=args.codec_path, device=args.device, dtype=args.dtype,
+        prompts_per_shard=args.prompts_per_shard, skip_bad=args.skip_bad))
+
+
 def _add_import_parser(sub) -> None:
     imp = sub.add_parser("import", help="a corpus (hf, ljspeech, commonvoice, kaldi, lhotse) -> train/eval manifests",
                          description="Writes train.jsonl, eval.jsonl, rejects.jsonl (every row not imported, with "
@@ -287,6 +345,7 @@ COMMANDS = {
     "segment": (_add_segment_parser, _segment),
     "filter": (_add_filter_parser, _filter),
     "merge": (_add_merge_parser, _merge),
+    "preferences": (_add_preferences_parser, _preferences),
     "normalize-text": (_add_normalize_parser, _normalize_lines),
 }
 

@@ -66,8 +66,9 @@ def _resolve(base: Path, value) -> str | None:
     return str(path if path.is_absolute() else base / path)
 
 
-def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
-    """Parse and structurally validate one manifest line."""
+def parse_line(raw: str, line: int, manifest: Path, need_target: bool = True) -> ManifestEntry:
+    """Parse and structurally validate one manifest line. Without `need_target` (a manifest of prompts,
+    `prepare_data preferences`) the target audio/codes may be absent; they are then never read."""
     where = f"{manifest.name}:{line}"
     try:
         record = json.loads(raw)
@@ -97,7 +98,8 @@ def parse_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
         ref_codes=_resolve(base, record.get("ref_codes")),
     )
     _check_text(entry, "text", entry.text)
-    if (entry.audio is None) == (entry.codes is None):
+    if entry.audio is not None and entry.codes is not None or \
+            need_target and entry.audio is None and entry.codes is None:
         raise entry.error("no_audio", "needs exactly one of 'audio' or 'codes'")
     has_ref_source = entry.ref_audio is not None or entry.ref_codes is not None
     if entry.ref_audio is not None and entry.ref_codes is not None:
@@ -175,11 +177,12 @@ def audio_header(entry: ManifestEntry, audio_field: str = "audio", max_seconds: 
     return info
 
 
-def read_manifest(path: str | Path, skip_bad: bool,
-                  lines: tuple[int, int] | None = None) -> tuple[list[ManifestEntry], list[dict]]:
+def read_manifest(path: str | Path, skip_bad: bool, lines: tuple[int, int] | None = None,
+                  need_target: bool = True) -> tuple[list[ManifestEntry], list[dict]]:
     """All valid entries in file order, and the rejects (only when ``skip_bad``; else the first bad
     line raises). Duplicate ids (or ids that collide once made tar-safe) are bad samples. ``lines``:
-    only the 1-based line numbers [first, end) (one part of a split build)."""
+    only the 1-based line numbers [first, end) (one part of a split build). ``need_target``: see
+    `parse_line`."""
     path = Path(path)
     entries, rejects, keys = [], [], {}
     with open(path, "rb") as f:
@@ -192,7 +195,7 @@ def read_manifest(path: str | Path, skip_bad: bool,
                 except UnicodeDecodeError as exc:
                     raise BadSampleError(f"{path.name}:{line_no}", None, "invalid_utf8",
                                          f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-                entry = parse_line(raw, line_no, path)
+                entry = parse_line(raw, line_no, path, need_target)
                 if entry.key in keys:
                     raise entry.error("duplicate_id", f"duplicate id (clashes with line {keys[entry.key]})")
                 keys[entry.key] = line_no

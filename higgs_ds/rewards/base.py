@@ -33,6 +33,23 @@ class RewardSample:
     reference_audio: np.ndarray | None = None  # the prompt's reference voice, or None (zero-shot)
     finished: bool = True  # the decoder's stopping rule fired before the frame limit
     meta: dict = field(default_factory=dict)  # e.g. "frame_rate"
+    _resampled: dict = field(default_factory=dict, repr=False, compare=False)  # (which, rate) -> waveform
+
+    def audio_at(self, rate: int) -> np.ndarray | None:
+        """`audio` at `rate` (resampled once, then shared by every reward that asks for that rate)."""
+        return self._at("audio", self.audio, rate)
+
+    def reference_at(self, rate: int) -> np.ndarray | None:
+        return self._at("reference", self.reference_audio, rate)
+
+    def _at(self, which: str, wav: np.ndarray | None, rate: int) -> np.ndarray | None:
+        if wav is None:
+            return None
+        if (which, rate) not in self._resampled:
+            from higgs_ds.quality.signal import resample
+
+            self._resampled[which, rate] = resample(wav, self.sample_rate, rate)
+        return self._resampled[which, rate]
 
 
 RewardFn = Callable[[list[RewardSample]], Sequence[float | None]]

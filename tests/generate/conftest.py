@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny model overfit, in process, on two demo-like samples
-(Arabic demo sentences with seeded random codes; one has a voice-cloning reference and a scene)."""
+(Arabic demo sentences with seeded random codes; one has a voice-cloning reference and a scene), and that
+model exported with a seeded demo codec."""
 
 from __future__ import annotations
 
@@ -70,3 +71,20 @@ def overfit(tokenizer) -> Overfit:
     else:
         raise AssertionError("the tiny model did not overfit two samples in 300 steps")
     return Overfit(model.eval(), renderer, tokenizer, utts, step)
+
+
+@pytest.fixture(scope="session")
+def exported(overfit, tmp_path_factory):
+    """The overfit model exported as launch/export.py writes it, with a seeded demo DAC: (folder, codec path)."""
+    from higgs_ds.codec import CodecConfig, load_codec
+    from higgs_ds.data.demo import build_seeded_demo_dac
+    from higgs_ds.data.schema import PromptConfig
+    from higgs_ds.models.higgs_v2.checkpoint import save_checkpoint
+    from higgs_ds.run_dir import write_run_extras
+
+    out = tmp_path_factory.mktemp("exported")
+    save_checkpoint(overfit.model.state_dict(), overfit.model.config, out, layout="boson")
+    overfit.tokenizer.save_pretrained(str(out))
+    codec = build_seeded_demo_dac(tmp_path_factory.mktemp("codec") / "codec.pth")
+    write_run_extras(out, load_codec(CodecConfig(path=str(codec))).spec, PromptConfig())  # as launch/export.py does
+    return out, codec

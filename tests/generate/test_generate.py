@@ -77,16 +77,6 @@ def test_top_k_1_sampling_equals_greedy_and_max_length_truncates(overfit):
     assert np.array_equal(short.codes[0].numpy(), overfit.utterances[0].codes[:, : 11 - 8])
 
 
-@pytest.fixture(scope="module")
-def exported(overfit, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exported")
-    save_checkpoint(overfit.model.state_dict(), overfit.model.config, out, layout="boson")
-    overfit.tokenizer.save_pretrained(str(out))
-    codec = build_seeded_demo_dac(tmp_path_factory.mktemp("codec") / "codec.pth")
-    write_run_extras(out, load_codec(CodecConfig(path=str(codec))).spec, PromptConfig())  # as launch/export.py does
-    return out, codec
-
-
 def test_cli_writes_wav_and_codes_whose_lengths_agree(overfit, exported, tmp_path):
     ckpt, codec_path = exported
     utt = overfit.utterances[1]
