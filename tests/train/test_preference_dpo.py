@@ -91,7 +91,7 @@ def test_the_dpo_loss_equals_a_hand_written_one(models, tokenizer, cfg):
                 -(1 - cfg.label_smoothing) * log_sigmoid(cfg.beta * h) - cfg.label_smoothing * log_sigmoid(-cfg.beta * h))
         assert got.loss[i].item() == pytest.approx(want, abs=5e-4), (i, h)  # float32 sums of ~100 cells
         assert got.chosen_reward[i].item() == pytest.approx(cfg.beta * (pc - rc), abs=5e-4)
-        assert abs(h) > 0.01  # the policy differs from the reference: the check is not 0 == 0
+        assert abs(h) > 0.005  # the policy differs from the reference: the check is not 0 == 0
 
 
 def test_the_lora_reference_is_the_base_model(models, tokenizer):
