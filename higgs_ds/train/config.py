@@ -168,6 +168,14 @@ class TrainConfig:
         bad = {k: w for k, w in self.rewards.items() if not math.isfinite(w) or w <= 0}
         if bad:
             raise ValueError(f"rewards: weights must be positive numbers, got {bad}")
+        if self.objective == "grpo" and self.grad_accum != 1:
+            raise ValueError("objective=grpo samples its own batch each step: set grad_accum=1 (grpo.prompts and "
+                             "grpo.group_size size the step)")
+        if self.objective != "sft" and self.lora.enabled and (self.lora.train_audio_embeddings or
+                                                              self.lora.train_audio_head):
+            raise ValueError(f"objective={self.objective} under LoRA takes the model with its adapters disabled as "
+                             f"the reference; modules trained in full (lora.train_audio_*) would move the reference "
+                             f"too: turn them off")
         if self.reference is not None:
             if self.objective == "sft" or self.lora.enabled:
                 raise ValueError("reference is the frozen policy of dpo/grpo under full fine-tuning; under LoRA the "

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -38,6 +38,8 @@ class GrpoConfig:
     top_k: int | None = None  # None: off (then the sampler is exactly pi_old)
     top_p: float | None = None
     max_new_frames: int = 200  # delay-pattern columns per sample (25 per second of audio)
+    # the reward models' folders where a built-in needs one: {whisper: DIR} for cer, {wavlm: DIR} for sim
+    reward_models: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.group_size < 2:
