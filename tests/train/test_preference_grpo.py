@@ -96,3 +96,19 @@ def test_grpo_raises_a_plugged_reward_on_a_tiny_model(kit, tokenizer):
         opt.step()
     first, last = sum(means[:10]) / 10, sum(means[-10:]) / 10
     assert last - first >= 0.1, (first, last)
+
+
+@pytest.mark.parametrize("rewards, message", [
+    ('{"no_such_reward": 1.0}', "error: reward 'no_such_reward' is neither a built-in"),
+    ('{"cer": 1.0}', "error: the cer reward needs a local Whisper folder"),
+    ('{"cer": -1.0}', "rewards: weights must be positive numbers"),
+])
+def test_a_bad_reward_is_one_error_line_before_any_rendezvous(rewards, message, random_data, monkeypatch, capsys):
+    from launch import train as launcher
+
+    monkeypatch.setattr("higgs_ds.train.distributed.init_distributed", lambda *a: pytest.fail("rendezvous"))
+    args = ["objective=grpo", f"rewards={rewards}", f"data.shards={random_data['train']}", "data.eval_shards=null",
+            f"data.tokenizer={random_data['tokenizer']}"]
+    assert launcher.main(["--config", "recipes/demo.yaml", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
