@@ -26,12 +26,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from higgs_ds.data.shards import load_spec  # noqa: E402
 from higgs_ds.export import export  # noqa: E402
 from higgs_ds.inference import GenerationConfig, TTSRequest  # noqa: E402
 from higgs_ds.rewards import build_rewards, fit_chars_per_second  # noqa: E402
 from higgs_ds.rewards.candidates import load_sampler  # noqa: E402
 from higgs_ds.train.audio_eval import read_utterances  # noqa: E402
-from higgs_ds.data.shards import load_spec  # noqa: E402
 
 REWARDS = {"dnsmos": 1.0, "sim": 1.0, "duration": 1.0, "stop": 1.0}
 SAMPLES = 2  # seeded generations per held-out prompt
@@ -108,8 +108,8 @@ def main() -> int:
     sft_wall = time.perf_counter() - start
     after = {"grpo": held_out_scores(out / "grpo", prompts, rewards, args.max_frames),
              "sft": held_out_scores(out / "sft", prompts, rewards, args.max_frames)}
-    sft_steps = json.loads((out / "sft" / "checkpoints" / "latest").read_text().strip()[4:] or "0") \
-        if (out / "sft" / "checkpoints" / "latest").is_file() else 0
+    latest = out / "sft" / "checkpoints" / "latest"
+    sft_steps = int(latest.read_text().strip().removeprefix("step")) if latest.is_file() else 0
     summary = {"before": before, "after": after, "grpo_wall_s": wall, "sft_wall_s": sft_wall,
                "grpo_steps": args.steps, "sft_steps": sft_steps, "held_out_prompts": len(prompts),
                "samples_per_prompt": SAMPLES}

@@ -38,8 +38,6 @@ from higgs_ds.train.build import build_model, build_optimizer, data_audio_spec, 
 from higgs_ds.train.config import TrainConfig
 from higgs_ds.train.distributed import init_distributed
 from higgs_ds.train.ds_config import build_ds_config, zeropp_summary
-from higgs_ds.train.preference.data import pair_renderer, prompt_renderer
-from higgs_ds.train.preference.objective import PreferenceObjective, build_objective
 from higgs_ds.train.metrics import (
     MetricsWriter,
     MetricWindow,
@@ -55,6 +53,8 @@ from higgs_ds.train.metrics import (
     zero_sums,
 )
 from higgs_ds.train.predictions import format_report, prediction_report
+from higgs_ds.train.preference.data import pair_renderer, prompt_renderer
+from higgs_ds.train.preference.objective import PreferenceObjective, build_objective
 
 log = logging.getLogger(__name__)
 

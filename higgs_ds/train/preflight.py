@@ -15,8 +15,8 @@ import torch
 
 from higgs_ds.errors import CheckpointError, ConfigError, DataError, UserError, process_rank
 from higgs_ds.models import ModelFamily, get_family
-from higgs_ds.run_dir import COMPLETE, RunCheckpoint
 from higgs_ds.rewards import check_rewards
+from higgs_ds.run_dir import COMPLETE, RunCheckpoint
 from higgs_ds.train.build import check_data_matches_model, data_audio_spec, load_tokenizer, model_config
 from higgs_ds.train.checkpointing import choose_resume_tag
 from higgs_ds.train.config import TrainConfig

@@ -87,8 +87,9 @@ def test_the_dpo_loss_equals_a_hand_written_one(models, tokenizer, cfg):
             pc, rc, pr, rr = pc / n_c, rc / n_c, pr / n_r, rr / n_r
         h = (pc - rc) - (pr - rr)
         log_sigmoid = lambda x: -math.log1p(math.exp(-x))  # noqa: E731
+        eps = cfg.label_smoothing
         want = ((h - 1 / (2 * cfg.beta)) ** 2 if cfg.ipo else
-                -(1 - cfg.label_smoothing) * log_sigmoid(cfg.beta * h) - cfg.label_smoothing * log_sigmoid(-cfg.beta * h))
+                -(1 - eps) * log_sigmoid(cfg.beta * h) - eps * log_sigmoid(-cfg.beta * h))
         assert got.loss[i].item() == pytest.approx(want, abs=5e-4), (i, h)  # float32 sums of ~100 cells
         assert got.chosen_reward[i].item() == pytest.approx(cfg.beta * (pc - rc), abs=5e-4)
         assert abs(h) > 0.005  # the policy differs from the reference: the check is not 0 == 0

@@ -29,8 +29,7 @@ def test_group_advantages_by_hand():
     assert got[:3].tolist() == pytest.approx(want, rel=1e-6)
     # second group (0.5, 0.2, 0.2): mean 0.3, sample std sqrt(0.06/2)
     std2 = math.sqrt((0.2 ** 2 + 0.1 ** 2 + 0.1 ** 2) / 2)
-    assert got[3:].tolist() == pytest.approx([0.2 / (std2 + STD_EPS), -0.1 / (std2 + STD_EPS)] * 1 + [-0.1 / (std2 + STD_EPS)],
-                                             rel=1e-5)
+    assert got[3:].tolist() == pytest.approx([x / (std2 + STD_EPS) for x in (0.2, -0.1, -0.1)], rel=1e-5)
     assert group_advantages(r, 3, scale_by_std=False)[:3].tolist() == pytest.approx([0.5, -0.5, 0.0])
     assert group_advantages(torch.full((4,), 0.7), 4).abs().max() == 0  # equal rewards: no signal, no 0/0
 

@@ -20,7 +20,7 @@ from higgs_ds.inference.config import GenerationConfig
 from higgs_ds.inference.generate import generate_from_ids
 from higgs_ds.rewards import RewardSet, build_rewards, fit_chars_per_second, make_samples, save_chars_per_second
 from higgs_ds.train.preference.dpo import dpo_loss
-from higgs_ds.train.preference.grpo import grpo_loss, group_advantages
+from higgs_ds.train.preference.grpo import group_advantages, grpo_loss
 from higgs_ds.train.preference.logprobs import cell_logprobs, restrict_to_free, scoring_batch
 from higgs_ds.train.preference.reference import ReferencePolicy, build_reference
 
@@ -116,7 +116,7 @@ class PreferenceObjective:
         return scored.total
 
     def grpo_step(self, trainer, micro: list[dict], step: int) -> None:
-        cfg, g, engine = self.cfg, self.cfg.grpo, trainer.engine
+        g, engine = self.cfg.grpo, trainer.engine
         batch = micro[0]
         t0 = time.perf_counter()
         p, result = self.sample(trainer, batch, step)
