@@ -59,6 +59,7 @@ class PreferenceObjective:
         self.cfg, self.reference, self.rewards, self.codec = trainer.cfg, reference, rewards, codec
         self.context = reward_context or {}
         self.window = Window()
+        self.last_sample = None  # GRPO: the step's first sample (codes [K, T], text), heard in TensorBoard / W&B
 
     # ---- DPO -------------------------------------------------------------------------------------
 
@@ -142,6 +143,7 @@ class PreferenceObjective:
             engine.step()
             self.window.add("grpo/clip_fraction", terms.clip_fraction * terms.cells, terms.cells)
         t3 = time.perf_counter()
+        self.last_sample = (result.codes[0], batch["texts"][0])
         w, n = self.window, len(prompts)
         w.add("loss", terms.loss_sum.detach(), n)
         w.add("grpo/kl", terms.kl * terms.cells, terms.cells)
@@ -162,6 +164,9 @@ class PreferenceObjective:
         logged.update({"lr": trainer.scheduler.get_last_lr()[0],
                        "grad_norm": float(trainer.engine.get_global_grad_norm() or 0.0), "step_time_s": seconds})
         trainer.writer.write(done, logged)
+        if self.last_sample is not None and self.codec is not None and trainer.rank == 0 and self.last_sample[0].numel():
+            wav = self.codec.decode(self.last_sample[0].long()).float().numpy()
+            trainer.writer.write_media(done, audio={"grpo/sample": (wav, self.codec.sample_rate)})
         shown = {k: v for k, v in logged.items() if k in ("loss", "dpo/accuracy", "dpo/reward_margin", "reward/total",
                                                             "grpo/kl", "grpo/clip_fraction", "grpo/frames")}
         log.info("step %d/%d  %s", done, self.cfg.steps, "  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
