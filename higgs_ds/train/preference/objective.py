@@ -164,7 +164,8 @@ class PreferenceObjective:
         logged.update({"lr": trainer.scheduler.get_last_lr()[0],
                        "grad_norm": float(trainer.engine.get_global_grad_norm() or 0.0), "step_time_s": seconds})
         trainer.writer.write(done, logged)
-        if self.last_sample is not None and self.codec is not None and trainer.rank == 0 and self.last_sample[0].numel():
+        heard = self.last_sample is not None and self.codec is not None and trainer.rank == 0
+        if heard and self.last_sample[0].numel():
             wav = self.codec.decode(self.last_sample[0].long()).float().numpy()
             trainer.writer.write_media(done, audio={"grpo/sample": (wav, self.codec.sample_rate)})
         shown = {k: v for k, v in logged.items() if k in ("loss", "dpo/accuracy", "dpo/reward_margin", "reward/total",
