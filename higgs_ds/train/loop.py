@@ -357,7 +357,7 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         done = step + 1
         if step == start or done % cfg.log_every == 0 or done == end:
             logged = log_window(trainer, step, done) if trainer.objective is None else \
-                trainer.objective.log(trainer, done, trainer.window.time)
+                trainer.objective.log(trainer, done)
             if trainer.objective is not None:
                 trainer.window = MetricWindow.empty(trainer.model_cfg.audio_num_codebooks, trainer.device)
             progress.update(task, completed=done, status=f"loss {logged['loss']:.3f}")

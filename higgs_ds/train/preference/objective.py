@@ -154,15 +154,17 @@ class PreferenceObjective:
             w.add(f"time/{name}_s", seconds)
 
     def step(self, trainer, micro: list[dict], step: int) -> None:
+        start = time.perf_counter()
         (self.dpo_step if self.cfg.objective == "dpo" else self.grpo_step)(trainer, micro, step)
+        self.window.add("time/step_s", time.perf_counter() - start)
 
-    def log(self, trainer, done: int, seconds: float) -> dict:
+    def log(self, trainer, done: int) -> dict:
         logged = self.window.reduce(trainer.device)
         for key in [k for k in logged if k.endswith("_sq")]:  # mean of squares -> std
             mean = logged[key[:-3]]
             logged[key[:-3] + "_std"] = float(np.sqrt(max(logged.pop(key) - mean ** 2, 0.0)))
         logged.update({"lr": trainer.scheduler.get_last_lr()[0],
-                       "grad_norm": float(trainer.engine.get_global_grad_norm() or 0.0), "step_time_s": seconds})
+                       "grad_norm": float(trainer.engine.get_global_grad_norm() or 0.0)})
         trainer.writer.write(done, logged)
         heard = self.last_sample is not None and self.codec is not None and trainer.rank == 0
         if heard and self.last_sample[0].numel():
