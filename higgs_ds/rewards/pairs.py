@@ -9,7 +9,8 @@ gives the text, and optionally a scene and a reference voice (`ref_text` with `r
 The N candidates of a prompt are one batched generation seeded with `seed + manifest line`, so a prompt's
 candidates do not depend on how the work was split into parts. Each pair's JSON holds every score:
 `chosen_scores` / `rejected_scores` (reward name -> value, null where the reward left the sample out),
-`chosen_reward` / `rejected_reward` (the weighted sums), the seed and the candidates' indices.
+`chosen_reward` / `rejected_reward` (the weighted sums), every candidate's weighted reward, the seed and
+the chosen and rejected candidates' indices.
 
 Prompts whose candidates tie (best minus worst <= `min_margin`) and prompts with fewer than two non-empty
 candidates give no pair: they are counted as rejects (`tied_candidates`, `empty_candidates`) in
@@ -159,7 +160,8 @@ class _PairMaker:
         meta = {"chosen_scores": scores_of(scored, best), "rejected_scores": scores_of(scored, worst),
                 "chosen_reward": float(scored.total[best]), "rejected_reward": float(scored.total[worst]),
                 "chosen_finished": bool(result.finished[best]), "rejected_finished": bool(result.finished[worst]),
-                "seed": seed, "candidates": n, "chosen_index": best, "rejected_index": worst}
+                "seed": seed, "candidates": n, "chosen_index": best, "rejected_index": worst,
+                "candidate_rewards": [float(t) for t in scored.total]}
         return Utterance(id=entry.id, text=entry.text, codes=result.codes[best].numpy().astype(np.int16),
                          speaker=entry.speaker, scene=entry.scene, ref_text=request.ref_text, ref_codes=ref_codes,
                          meta=meta, rejected_codes=result.codes[worst].numpy().astype(np.int16))

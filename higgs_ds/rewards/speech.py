@@ -75,7 +75,7 @@ def _cer(context: dict) -> Reward:
     folder = context.get("whisper")
     if not folder:
         raise ConfigError("the cer reward needs a local Whisper folder", where="rewards.cer",
-                          fix="give one (--whisper DIR, or rewards_context.whisper in a recipe)")
+                          fix="give one (--whisper DIR, or the reward context's whisper key)")
     transcribe = WhisperTranscriber(folder, context.get("device", "cpu"), context.get("language", "ar"),
                                     int(context.get("whisper_max_new_tokens", 200)))
 

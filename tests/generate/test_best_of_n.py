@@ -12,7 +12,7 @@ import pytest
 from higgs_ds.data.text import normalize_for_eval
 from launch import generate as generate_cli
 
-SAMPLING = ["--temperature", "2.0", "--top-k", "0", "--top-p", "1", "--max-new-frames", "30"]
+SAMPLING = ["--temperature", "2.0", "--top-k", "0", "--top-p", "1", "--max-new-frames", "12"]
 
 
 def loudness(samples):

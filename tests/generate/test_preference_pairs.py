@@ -18,7 +18,7 @@ from launch import prepare_data
 from tests.cli.test_bad_inputs import call, one_error
 from tests.generate.test_best_of_n import SAMPLING
 
-WEIGHTS = "duration=1,stop=0.5,tests.generate.test_best_of_n:loudness=2"
+WEIGHTS = "duration=2,stop=1.5"  # read from the codes: no audio decoded (the tie case below decodes)
 
 
 def constant(samples):
@@ -63,8 +63,7 @@ def test_pairs_in_two_parts_merge_and_read_back(exported, prompts, tmp_path, cap
     ties = [json.loads(line) for line in (merged / "rejects.jsonl").read_text().splitlines()]
     assert sorted([u.id for u in pairs] + [t["id"] for t in ties]) == ["p0", "p1", "p2", "p3"]
     assert all(t["kind"] == "tied_candidates" for t in ties) and index["num_samples"] == len(pairs) >= 2
-    weights = {"duration": 1.0, "stop": 0.5, "tests.generate.test_best_of_n:loudness": 2.0}
-    sampler = load_sampler(ckpt)
+    weights = {"duration": 2.0, "stop": 1.5}
     lines = {"p0": 1, "p1": 2, "p2": 3, "p3": 4}
     for u in pairs:
         meta = u.meta
@@ -74,26 +73,34 @@ def test_pairs_in_two_parts_merge_and_read_back(exported, prompts, tmp_path, cap
             assert set(scores) == set(weights)
             assert meta[f"{side}_reward"] == pytest.approx(sum(weights[k] * v for k, v in scores.items()) / 3.5)
         assert meta["chosen_reward"] > meta["rejected_reward"]
-        # the recorded seed regenerates the candidates: chosen and rejected are two of them
-        request = TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
-        again = sampler.sample([request] * 3, GenerationConfig(temperature=2.0, top_k=0, top_p=1.0,
-                                                               max_new_frames=30, seed=meta["seed"]))
-        assert np.array_equal(again.codes[meta["chosen_index"]].numpy(), u.codes)
-        assert np.array_equal(again.codes[meta["rejected_index"]].numpy(), u.rejected_codes)
+        every = meta["candidate_rewards"]  # best and worst of the non-empty candidates
+        assert len(every) == 3 and every[meta["chosen_index"]] == meta["chosen_reward"]
+        assert every[meta["rejected_index"]] == meta["rejected_reward"]
+    # the recorded seed regenerates a prompt's candidates: chosen and rejected are two of them
+    u = next((u for u in pairs if u.ref_codes is not None), pairs[0])  # the cloned prompt when it gave a pair
+    request = TTSRequest(u.text, scene=u.scene, ref_text=u.ref_text, ref_codes=u.ref_codes, id=u.id)
+    again = load_sampler(ckpt).sample([request] * 3, GenerationConfig(temperature=2.0, top_k=0, top_p=1.0,
+                                                                      max_new_frames=12, seed=u.meta["seed"]))
+    assert np.array_equal(again.codes[u.meta["chosen_index"]].numpy(), u.codes)
+    assert np.array_equal(again.codes[u.meta["rejected_index"]].numpy(), u.rejected_codes)
+    usable = [i for i, c in enumerate(again.codes) if c.shape[1] > 0]  # the shards hold no empty codes
+    every = u.meta["candidate_rewards"]
+    assert u.meta["chosen_index"] == max(usable, key=lambda i: (every[i], -i))
+    assert u.meta["rejected_index"] == min(usable, key=lambda i: (every[i], i))
     cloned = next((u for u in pairs if u.id == "p1"), None)
     if cloned is not None:  # the reference voice travels with the pair, as in a training shard
-        assert cloned.ref_codes is not None and cloned.ref_text
+        assert np.array_equal(cloned.ref_codes, np.load(prompts.parent / "ref.npy")) and cloned.ref_text
 
 
 def test_candidates_that_tie_give_no_pair_and_are_counted(exported, prompts, tmp_path, capsys):
     ckpt, _ = exported
-    code = prepare_data.main([str(a) for a in _pairs(ckpt, prompts, tmp_path / "tied",
+    code = prepare_data.main([str(a) for a in _pairs(ckpt, prompts, tmp_path / "tied", "--part", "1/4",
                                                      "--rewards", f"{__name__}:constant")])
     summary = json.loads(capsys.readouterr().out)
-    kinds = summary["reject_kinds"]  # a prompt whose candidates are (almost) all empty is counted apart
-    assert code == 0 and summary["pairs"] == 0 and kinds["tied_candidates"] >= 1 and sum(kinds.values()) == 4
-    assert set(kinds) <= {"tied_candidates", "empty_candidates"}
-    assert len((tmp_path / "tied" / "rejects.jsonl").read_text().splitlines()) == 4
+    assert code == 0 and summary["prompts"] == 1 and summary["pairs"] == 0
+    assert summary["reject_kinds"] == {"tied_candidates": 1}
+    (tie,) = [json.loads(line) for line in (tmp_path / "tied" / "rejects.jsonl").read_text().splitlines()]
+    assert tie["id"] == "p1" and "tie" in tie["reason"]
 
 
 def test_reward_problems_are_one_error_line(exported, prompts, tmp_path, capsys):
@@ -101,6 +108,8 @@ def test_reward_problems_are_one_error_line(exported, prompts, tmp_path, capsys)
     base = [ckpt, "--text", "مرحبا", "--out", tmp_path / "g.wav", "--candidates", "2", *SAMPLING]
     cases = [
         (generate_cli.main, [*base, "--select", "cer=-1"], ["--select"]),  # refused while the flags are read
+        (generate_cli.main, [*base, "--greedy", "--select", "stop"], ["needs sampling"]),
+        (generate_cli.main, base, ["--candidates needs --select"]),
         (generate_cli.main, [*base, "--select", "nope"], ["nope", "neither a built-in"]),
         (generate_cli.main, [*base, "--select", "cer", "--whisper", tmp_path], ["not a local Whisper folder"]),
         (generate_cli.main, [*base, "--select", "duration"], ["--chars-per-second"]),
@@ -112,3 +121,13 @@ def test_reward_problems_are_one_error_line(exported, prompts, tmp_path, capsys)
     for main, argv, named in cases:
         one_error(*call(main, argv, capsys), *named)
     assert not (tmp_path / "g.wav").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.integration
+def test_the_pairs_command_line_process_refuses_a_missing_plugin_in_one_line(exported, prompts, tmp_path):
+    from tests.harness import python
+
+    proc = python("launch/prepare_data.py", *map(str, _pairs(exported[0], prompts, tmp_path / "p", "--rewards",
+                                                             "stop=1,no_such_mod.rewards:score=2")))
+    one_error(proc.returncode, proc.stderr, "no_such_mod.rewards:score", "not importable")
+    assert not (tmp_path / "p").exists()

@@ -90,21 +90,28 @@ def clips(tmp_path_factory):
 
 
 @needs_espeak
-def test_sim_and_dnsmos_with_their_real_models(clips):
-    rewards = build_rewards({"sim": 1.0, "dnsmos": 1.0})
-    clip, other, noise = clips["clip"], clips["other_voice"], clips["noise"]
-    samples = [sample(10, audio=clip, reference=clip), sample(10, audio=other, reference=clip),
-               sample(10, audio=noise),  # zero-shot: sim left out
+def test_sim_with_resemblyzer_left_out_without_a_reference(clips):
+    rewards = build_rewards({"sim": 1.0, "duration": 1.0}, {"chars_per_second": 4.0})  # TEXT: 2 s = 50 frames
+    clip, other = clips["clip"], clips["other_voice"]
+    samples = [sample(50, audio=clip, reference=clip), sample(25, audio=other, reference=clip),
+               sample(100, audio=clip),  # zero-shot: sim left out
                sample(0, audio=np.zeros(0, np.float32), reference=clip)]  # nothing generated
     result = rewards.score(samples)
-    sim, dnsmos = result.components["sim"], result.components["dnsmos"]
-    assert sim[0] == pytest.approx(1.0, abs=1e-5) and sim[1] < 0.9 and math.isnan(sim[2]) and sim[3] == 0
-    assert result.left_out == {"sim": 1, "dnsmos": 0}
-    model = rewards.rewards[1].fn.model  # speechmos' DNSMOS, already warm
-    assert dnsmos[1] == pytest.approx(dnsmos_to_unit(model(other, RATE)["dnsmos_ovrl"]), abs=1e-6)
-    assert dnsmos[2] < min(dnsmos[0], dnsmos[1]) and dnsmos[3] == 0 and dnsmos.min() >= 0 and dnsmos.max() <= 1
-    assert result.total[2] == dnsmos[2]  # the zero-shot sample: dnsmos alone, its weight renormalised to 1
-    assert result.total[1] == pytest.approx((sim[1] + dnsmos[1]) / 2)
+    sim = result.components["sim"]
+    assert sim[0] == pytest.approx(1.0, abs=1e-5) and 0 < sim[1] < 0.9 and math.isnan(sim[2]) and sim[3] == 0
+    assert result.left_out == {"sim": 1, "duration": 0}
+    assert result.total[2] == 0.5  # the zero-shot sample: duration alone, its weight renormalised to 1
+    assert result.total.tolist() == pytest.approx([1.0, (sim[1] + 0.5) / 2, 0.5, 0.0])
+
+
+@needs_espeak
+def test_dnsmos_maps_speechmos_overall_score_to_the_unit_interval(clips):
+    rewards = build_rewards({"dnsmos": 1.0})
+    dnsmos = rewards.score([sample(10, audio=clips["clip"]), sample(10, audio=clips["noise"]),
+                            sample(0, audio=np.zeros(0, np.float32))]).components["dnsmos"]
+    model = rewards.rewards[0].fn.model  # speechmos' DNSMOS, already warm
+    assert dnsmos[1] == pytest.approx(dnsmos_to_unit(model(clips["noise"], RATE)["dnsmos_ovrl"]), abs=1e-6)
+    assert 0 <= dnsmos[1] < dnsmos[0] <= 1 and dnsmos[2] == 0
     assert [dnsmos_to_unit(x) for x in (0.5, 1.0, 3.0, 5.0, 5.5)] == [0.0, 0.0, 0.5, 1.0, 1.0]
 
 
@@ -177,3 +184,12 @@ def test_check_rewards_refuses_from_files_alone(weights, context, match):
 def test_check_rewards_accepts_what_is_there():
     check_rewards({"sim": 1.0, "dnsmos": 0.5, "stop": 1, "duration": 1.0, f"{__name__}:plugin_reward": 2.0},
                   {"chars_per_second": 12.0})
+
+
+def test_check_rewards_names_a_missing_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "speechmos" else real(name, *a))
+    with pytest.raises(ConfigError, match="the dnsmos reward needs the speechmos package"):
+        check_rewards({"stop": 1.0, "dnsmos": 1.0})
