@@ -7,7 +7,7 @@ NPROC ?= 2
 export PYTHONUNBUFFERED=1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo data test test-fast lint bench soak gpu-wheels gpu-check kernels-aot clean demo-codec \
+.PHONY: setup demo demo-rl data test test-fast lint bench soak gpu-wheels gpu-check kernels-aot clean demo-codec \
 	playground-screenshot playground-check
 
 setup:
@@ -22,6 +22,12 @@ demo: data
 	$(VENV)/bin/deepspeed --num_gpus $(NPROC) launch/train.py --deepspeed ds_configs/zero3.json \
 		--config recipes/demo.yaml $(ARGS)
 	@$(PY) launch/report.py $(DEMO_RUN)
+
+# GRPO on top of the demo run (docs/preference.md): held-out rewards before -> after, against more SFT for the
+# same wall time. Runs `make demo` first when there is no demo checkpoint; not part of `make test`.
+demo-rl: setup
+	@test -f $(DEMO_RUN)/checkpoints/latest || $(MAKE) demo
+	$(PY) scripts/demo_rl.py --run $(DEMO_RUN) $(RL_ARGS)
 
 # Retrain the shipped demo codec (higgs_ds/data/demo/codec/): ~1.5 h on one busy CPU thread; not run by demo/test.
 demo-codec: setup

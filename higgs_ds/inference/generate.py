@@ -35,6 +35,7 @@ class GenerationResult:
     finished: list[bool]  # per prompt: the EOS diagonal completed before max_new_frames
     steps: int  # model forwards taken (the same on every rank when synced)
     stopped: bool = False  # `should_stop` said so before every prompt finished (a time limit)
+    free: list[torch.Tensor] | None = None  # per prompt: bool [K, L], the cells of `delayed` the decoder sampled
 
 
 def _distributed() -> bool:
@@ -52,19 +53,21 @@ def _all_finished(local: bool, device, sync: bool) -> bool:
 @torch.no_grad()
 def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_ids: torch.Tensor,
                       cfg: GenerationConfig, sync_ranks: bool | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+                      should_stop: Callable[[], bool] | None = None, repeats: int = 1) -> GenerationResult:
     """Decode from left-padded prompts whose last position is the all-BOS `<|AUDIO_OUT|>` column.
 
     input_ids / attention_mask [B, S]; audio_ids [N_audio, K] (the model's expanded-input contract).
     `should_stop` is asked once per decoding step (after the step's column is kept): True ends decoding there,
-    as `max_new_frames` would (a cooperative time limit). With synced ranks every rank must answer alike."""
+    as `max_new_frames` would (a cooperative time limit). With synced ranks every rank must answer alike.
+    `repeats` samples per prompt share its prefill: the prompts are encoded once, then the KV cache is
+    expanded; the result holds B x repeats segments, prompt-major (GRPO's groups)."""
     model_cfg = model.config
     device = next(model.parameters()).device
     sync = _distributed() if sync_ranks is None else sync_ranks
     if not bool(torch.isin(input_ids[:, -1], torch.tensor(model_cfg.audio_head_token_ids)).all()):
         raise ValueError("every prompt must end with the position that predicts the first audio row (one of the "
                          "config's audio_head_token_ids); build prompts with higgs_ds.inference.build_prompt")
-    b, k = input_ids.shape[0], model_cfg.audio_num_codebooks
+    b, k = input_ids.shape[0] * repeats, model_cfg.audio_num_codebooks
     input_ids, attention_mask, audio_ids = input_ids.to(device), attention_mask.to(device), audio_ids.to(device)
     generator = None
     if cfg.seed is not None:
@@ -77,9 +80,13 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     stopped = False
     cache = DynamicCache()
     out = model(input_ids, audio_ids, attention_mask, past_key_values=cache)
+    last = out.hidden_states[:, -1]
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+        attention_mask, last = attention_mask.repeat_interleave(repeats, 0), last.repeat_interleave(repeats, 0)
     steps = 1
     while True:
-        logits = model.audio_logits(out.hidden_states[:, -1]).float()  # [B, K, C+2]
+        logits = model.audio_logits(last).float()  # [B, K, C+2]
         tokens = select_tokens(logits, cfg, state.history(cfg.ras_window), generator)
         column = state.append(tokens)
         done = bool(state.finished.all()) or len(state.columns) - 1 >= cfg.max_new_frames
@@ -88,14 +95,15 @@ def generate_from_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         if _all_finished(done, device, sync):
             break
         attention_mask = torch.cat([attention_mask, ones], dim=1)
-        out = model(step_ids, column, attention_mask, past_key_values=cache)
+        last = model(step_ids, column, attention_mask, past_key_values=cache).hidden_states[:, -1]
         steps += 1
 
     delayed = state.segments()
     finished = state.finished.tolist()
     codes = [state.segment_codes(d, f, model_cfg.audio_codebook_size).cpu()
              for d, f in zip(delayed, finished, strict=True)]
-    return GenerationResult([d.cpu() for d in delayed], codes, finished, steps, stopped)
+    return GenerationResult([d.cpu() for d in delayed], codes, finished, steps, stopped=stopped,
+                            free=[f.cpu() for f in state.free_cells()])
 
 
 def generate(model, renderer: Renderer, requests: list[TTSRequest], cfg: GenerationConfig | None = None,

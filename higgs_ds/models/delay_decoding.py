@@ -32,6 +32,7 @@ class DelayPatternState:
         self.finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
         self.length = torch.ones(batch_size, dtype=torch.long, device=device)  # columns that belong to the segment
         self._rows = torch.arange(num_codebooks, device=device)
+        self.free: list[torch.Tensor] = [torch.zeros((batch_size, num_codebooks), dtype=torch.bool, device=device)]
 
     @property
     def last_column(self) -> torch.Tensor:
@@ -45,27 +46,41 @@ class DelayPatternState:
         """Force the delay pattern onto sampled tokens [B, K], record the column and return it.
         Prompts that already finished get an all-EOS column (fed to the model, not kept)."""
         tokens = tokens.clone()
+        forced = torch.zeros_like(tokens, dtype=torch.bool)
         j = len(self.columns)  # index of this column in the segment
         if j < self.k:  # lower triangle: codebook k starts at column k+1
+            forced[:, self._rows >= j] = True
             tokens[:, self._rows >= j] = self.bos
         active = ~self.finished
         in_eos = active & (self.remaining >= 0)
         # Rows already on the diagonal: rows < K - remaining.
-        forced = self._rows[None, :] < (self.k - self.remaining)[:, None]
-        tokens = torch.where(in_eos[:, None] & forced, torch.full_like(tokens, self.eos), tokens)
+        diagonal = in_eos[:, None] & (self._rows[None, :] < (self.k - self.remaining)[:, None])
+        tokens = torch.where(diagonal, torch.full_like(tokens, self.eos), tokens)
         self.remaining = torch.where(in_eos, self.remaining - 1, self.remaining)
         # First EOS of a segment, at row e: rows < e become EOS, K-e-1 columns remain.
         is_eos = tokens == self.eos
         starts = active & ~in_eos & is_eos.any(dim=-1)
         first = torch.where(is_eos, self._rows[None, :], torch.full_like(tokens, self.k)).min(dim=-1).values
-        tokens = torch.where(starts[:, None] & (self._rows[None, :] < first[:, None]),
-                             torch.full_like(tokens, self.eos), tokens)
+        below = starts[:, None] & (self._rows[None, :] < first[:, None])
+        tokens = torch.where(below, torch.full_like(tokens, self.eos), tokens)
         self.remaining = torch.where(starts, self.k - first - 1, self.remaining)
         tokens = torch.where(self.finished[:, None], torch.full_like(tokens, self.eos), tokens)
-        self.length = torch.where(active, self.length + 1, self.length)
+        self._record(tokens, active, forced | diagonal | below)
         self.finished = self.finished | (active & (self.remaining == 0))
-        self.columns.append(tokens)
         return tokens
+
+    def _record(self, tokens: torch.Tensor, active: torch.Tensor, forced: torch.Tensor) -> None:
+        """Keep a column and which of its cells were sampled (free): active prompts, cells not forced."""
+        self.length = torch.where(active, self.length + 1, self.length)
+        self.columns.append(tokens)
+        self.free.append(active[:, None] & ~forced)
+
+    def free_cells(self) -> list[torch.Tensor]:
+        """Per prompt, bool [K, L_b] aligned with `segments()`: the cells the decoder sampled. Cells the delay
+        pattern or the stopping rule forced (and column 0, the prompt's) carry no choice: a sequence's
+        log-probability leaves them out (higgs_ds.train.preference.logprobs)."""
+        stacked = torch.stack(self.free, dim=-1)  # [B, K, L]
+        return [stacked[b, :, : int(self.length[b])] for b in range(stacked.shape[0])]
 
     def segment_codes(self, delayed: torch.Tensor, finished: bool, codebook_size: int) -> torch.Tensor:
         """Codec codes of one generated segment (see `codes_from_generated_segment`)."""

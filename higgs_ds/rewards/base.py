@@ -69,7 +69,8 @@ BUILTINS: dict[str, Callable[[dict], Reward]] = {}
 
 
 def resolve_plugin(spec: str) -> Reward:
-    """`"package.module:function"` -> a Reward (assumed to need audio: the sample may carry it)."""
+    """`"package.module:function"` -> a Reward, assumed to need audio (decoded for it) unless the function says
+    otherwise with an attribute `needs_audio = False` (a reward of the codes alone)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"reward {spec!r} is neither a built-in ({', '.join(sorted(BUILTINS))}) nor "
@@ -81,7 +82,7 @@ def resolve_plugin(spec: str) -> Reward:
                           fix="check the module path and that it is importable on every rank") from None
     if not callable(fn):
         raise ConfigError(f"reward {spec!r} is not callable", where="rewards")
-    return Reward(spec, fn, needs_audio=True)
+    return Reward(spec, fn, needs_audio=bool(getattr(fn, "needs_audio", True)))
 
 
 @dataclass

@@ -23,6 +23,7 @@ from higgs_ds.models import DEFAULT_FAMILY, get_family
 from higgs_ds.ops import OpsBackend
 from higgs_ds.train.audio_eval import AudioEvalConfig
 from higgs_ds.train.lora import LoraConfig
+from higgs_ds.train.preference.config import DpoConfig, GrpoConfig
 from higgs_ds.train.tensorboard_log import tensorboard_available
 from higgs_ds.train.yaml_values import load_yaml
 
@@ -120,6 +121,16 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     audio_eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)  # listening eval (generation)
     lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA fine-tuning (off by default)
+    # What the step optimises (docs/preference.md): cross-entropy on data.shards; DPO on pair shards; GRPO
+    # online, sampling from data.shards' prompts (their target audio unused).
+    objective: Literal["sft", "dpo", "grpo"] = "sft"
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
+    # grpo: reward name (a built-in or "package.module:function") -> weight; the weighted mean is the reward
+    rewards: dict[str, float] = field(default_factory=dict)
+    # the reference policy of dpo/grpo under full fine-tuning: a checkpoint folder, None = model.init (or the
+    # fresh initialisation); under LoRA the reference is the model with its adapters disabled
+    reference: str | None = None
 
     def __post_init__(self):
         if self.steps < 1 or self.grad_accum < 1:
@@ -136,6 +147,7 @@ class TrainConfig:
                              f"lora.train_audio_*); set freeze=none")
         if self.lora.targets is not None:
             self.lora.groups(get_family(self.model.arch))  # a group the family lacks is named here
+        self._check_objective()
         positive = {"keep_last": self.keep_last, "log_every": self.log_every, "save_every": self.save_every,
                     "max_nonfinite": self.max_nonfinite, "dist_timeout_s": self.dist_timeout_s}
         non_negative = {"predict_every": self.predict_every, "eval_every": self.eval_every}
@@ -147,6 +159,29 @@ class TrainConfig:
         if bad:
             raise ValueError(f"invalid value for {', '.join(bad)} (intervals must be >= 1, or >= 0 to disable "
                              f"predictions/eval; stop_at and peak_tflops positive)")
+
+    def _check_objective(self) -> None:
+        if self.objective == "grpo" and not self.rewards:
+            raise ValueError("objective=grpo needs rewards: e.g. rewards={dnsmos: 1.0, stop: 0.5}")
+        if self.objective != "grpo" and self.rewards:
+            raise ValueError(f"rewards are read by objective=grpo only (objective={self.objective}); drop them")
+        bad = {k: w for k, w in self.rewards.items() if not math.isfinite(w) or w <= 0}
+        if bad:
+            raise ValueError(f"rewards: weights must be positive numbers, got {bad}")
+        if self.objective == "grpo" and self.grad_accum != 1:
+            raise ValueError("objective=grpo samples its own batch each step: set grad_accum=1 (grpo.prompts and "
+                             "grpo.group_size size the step)")
+        if self.objective != "sft" and self.lora.enabled and (self.lora.train_audio_embeddings or
+                                                              self.lora.train_audio_head):
+            raise ValueError(f"objective={self.objective} under LoRA takes the model with its adapters disabled as "
+                             f"the reference; modules trained in full (lora.train_audio_*) would move the reference "
+                             f"too: turn them off")
+        if self.reference is not None:
+            if self.objective == "sft" or self.lora.enabled:
+                raise ValueError("reference is the frozen policy of dpo/grpo under full fine-tuning; under LoRA the "
+                                 "reference is the model with its adapters disabled: drop reference")
+            if not Path(self.reference).is_dir():
+                raise ValueError(f"reference={self.reference!r} is not a local checkpoint directory")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,6 +257,9 @@ def _conforms(value, hint) -> bool:
         return any(_conforms(value, a) for a in args)
     if origin is typing.Literal:
         return value in args
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                               for k, v in value.items())
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             return False

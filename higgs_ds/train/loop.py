@@ -54,6 +54,8 @@ from higgs_ds.train.metrics import (
     zero_sums,
 )
 from higgs_ds.train.predictions import format_report, prediction_report
+from higgs_ds.train.preference.data import pair_renderer, prompt_renderer
+from higgs_ds.train.preference.objective import PreferenceObjective, build_objective
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Trainer:
     nonfinite_in_a_row: int = 0
     nonfinite_total: int = 0
     kernels_written: dict = dataclasses.field(default_factory=dict)  # the last `ops.kernel_choices()` recorded
+    objective: PreferenceObjective | None = None  # dpo / grpo; None: cross-entropy (sft)
 
     @property
     def run_dir(self) -> Path:
@@ -150,14 +153,26 @@ def setup(cfg: TrainConfig, ds_config_path: str) -> Trainer:
              model.config.text_config.num_hidden_layers, world, ds_config["zero_optimization"]["stage"],
              zeropp_summary(ds_config), "bf16" if ds_config["bf16"]["enabled"] else "fp32")
 
-    loader = build_loader(cfg.data, tokenizer, family.make_renderer, rank=rank, world_size=world)
+    loader = build_loader(cfg.data, tokenizer, _make_renderer(cfg, family, spec), rank=rank, world_size=world)
     eval_batches = None
-    if cfg.data.eval_shards and cfg.eval_every:
+    if cfg.data.eval_shards and cfg.eval_every and cfg.objective == "sft":
         eval_cfg = dataclasses.replace(cfg.data, shards=cfg.data.eval_shards)
         eval_batches = build_eval_batches(eval_cfg, tokenizer, family.make_renderer, rank=rank, world_size=world)
     weights = LossWeights(cfg.loss.text_weight, cfg.loss.audio_weight, cfg.loss.codebook_weights)
-    return Trainer(cfg, rank, world, engine, scheduler, family, tokenizer, spec, loader, eval_batches, weights,
-                   active_params_per_token(model))
+    trainer = Trainer(cfg, rank, world, engine, scheduler, family, tokenizer, spec, loader, eval_batches, weights,
+                      active_params_per_token(model))
+    if cfg.objective != "sft":  # after the rendezvous, before the first step: reference policy, reward models
+        trainer.objective = build_objective(trainer, ds_config)
+    return trainer
+
+
+def _make_renderer(cfg: TrainConfig, family: ModelFamily, spec: AudioSpec):
+    """What the loader renders: training samples (sft), chosen/rejected pairs (dpo) or prompts (grpo)."""
+    if cfg.objective == "dpo":
+        return pair_renderer(family.make_renderer)
+    if cfg.objective == "grpo":
+        return prompt_renderer(family.make_renderer, spec.stream_bos, spec.stream_eos)
+    return family.make_renderer
 
 
 def resume(trainer: Trainer) -> int:
@@ -266,7 +281,7 @@ def _due(every: int, done: int, end: int) -> bool:
 
 def maybe_predict(trainer: Trainer, done: int, end: int, batch: dict) -> None:
     """The shifted prediction report of one micro-batch (every rank runs the heads; rank 0 writes)."""
-    if not _due(trainer.cfg.predict_every, done, end):
+    if not _due(trainer.cfg.predict_every, done, end) or trainer.objective is not None:
         return
     trainer.engine.eval()
     with torch.no_grad():
@@ -362,11 +377,18 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         t0 = time.perf_counter()
         micro = next_micro_batches(trainer)
         trainer.window.wait += time.perf_counter() - t0
-        train_step(trainer, micro, step)
+        if trainer.objective is None:
+            train_step(trainer, micro, step)
+        else:
+            trainer.objective.step(trainer, micro, step)
         trainer.window.time += time.perf_counter() - t0
         done = step + 1
         if step == start or done % cfg.log_every == 0 or done == end:
-            progress.update(task, completed=done, status=f"loss {log_window(trainer, step, done)['loss']:.3f}")
+            logged = log_window(trainer, step, done) if trainer.objective is None else \
+                trainer.objective.log(trainer, done)
+            if trainer.objective is not None:
+                trainer.window = MetricWindow.empty(trainer.model_cfg.audio_num_codebooks, trainer.device)
+            progress.update(task, completed=done, status=f"loss {logged['loss']:.3f}")
         maybe_predict(trainer, done, end, micro[0])
         maybe_eval(trainer, done, end)
         stop = stop_requested(trainer)

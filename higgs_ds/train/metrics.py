@@ -223,12 +223,14 @@ def plot_loss_curves(run_dir: Path) -> Path | None:
     evals = read_metrics(run_dir / "metrics.jsonl", "eval")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for key in ("loss", "loss/text", "loss/audio"):
-        ax.plot([r["step"] for r in train], [r[key] for r in train], label=key)
+        if key in train[-1]:  # dpo / grpo runs log only `loss`
+            ax.plot([r["step"] for r in train], [r[key] for r in train], label=key)
     if evals:
         ax.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o--", label="eval loss")
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.set_yscale("log")
+    sft = "loss/audio" in train[-1]
+    ax.set_ylabel("cross-entropy (nats)" if sft else "loss")
+    ax.set_yscale("log" if sft else "linear")  # a GRPO loss can be negative
     ax.grid(alpha=0.3)
     ax.legend()
     out = run_dir / "loss_curve.png"

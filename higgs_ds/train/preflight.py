@@ -15,6 +15,7 @@ import torch
 
 from higgs_ds.errors import CheckpointError, ConfigError, DataError, UserError, process_rank
 from higgs_ds.models import ModelFamily, get_family
+from higgs_ds.rewards import check_rewards
 from higgs_ds.run_dir import COMPLETE, RunCheckpoint
 from higgs_ds.train.build import check_data_matches_model, data_audio_spec, load_tokenizer, model_config
 from higgs_ds.train.checkpointing import choose_resume_tag
@@ -46,6 +47,8 @@ def check_training_inputs(cfg: TrainConfig, ds_json: str) -> None:
         raise
     except (ValueError, OSError, KeyError) as exc:
         raise DataError(str(exc), where=f"data.shards={cfg.data.shards}") from None
+    if cfg.objective == "grpo":  # every reward's package or model folder is there (files only, no model loaded)
+        check_rewards(cfg.rewards, dict(cfg.grpo.reward_models))
     world = launcher_world_size()
     check_enough_samples(cfg, world)
     family, model_cfg = check_model_family(cfg, spec)

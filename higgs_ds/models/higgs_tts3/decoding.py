@@ -21,8 +21,10 @@ from higgs_ds.models.delay_decoding import DelayPatternState
 class Tts3DelayState(DelayPatternState):
     def append(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.clone()
+        forced = torch.zeros_like(tokens, dtype=torch.bool)  # BOC in the first rows; EOC is sampled, never forced
         j = len(self.columns)  # this row is step j-1 of the segment
         if j < self.k:
+            forced[:, self._rows >= j] = True
             tokens[:, self._rows >= j] = self.bos
         active = ~self.finished
         counting = active & (self.remaining >= 0)
@@ -31,9 +33,8 @@ class Tts3DelayState(DelayPatternState):
         self.remaining = torch.where(starts, torch.full_like(self.remaining, max(self.k - 2, 0)), self.remaining)
         ends = active & (self.remaining == 0) & (counting | starts)
         tokens = torch.where(self.finished[:, None], torch.full_like(tokens, self.eos), tokens)
-        self.length = torch.where(active, self.length + 1, self.length)
+        self._record(tokens, active, forced)
         self.finished = self.finished | ends
-        self.columns.append(tokens)
         return tokens
 
     def segment_codes(self, delayed: torch.Tensor, finished: bool, codebook_size: int) -> torch.Tensor:
