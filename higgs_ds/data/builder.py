@@ -349,7 +349,9 @@ def refuse_empty(cfg: BuildConfig, samples: int, rejects: Counter, written: Path
 
 
 def write_index(out: Path, shard_stats: list[dict], plan_rejects: list[dict], spec: AudioSpec,
-                part: dict | None = None) -> dict:
+                part: dict | None = None, pairs: bool = False) -> dict:
+    """``shards.json`` and ``rejects.jsonl`` of a finished split; `pairs`: its samples are preference pairs
+    (what `objective=dpo` trains on; preflight reads it)."""
     rejects = plan_rejects + [r for s in shard_stats for r in s["rejects"]]
     speakers = Counter()
     for s in shard_stats:
@@ -360,6 +362,7 @@ def write_index(out: Path, shard_stats: list[dict], plan_rejects: list[dict], sp
         "num_samples": sum(s["samples"] for s in shard_stats),
         "num_frames": frames,
         "audio_spec": spec.to_dict(),
+        "pairs": pairs,
         "speakers": dict(sorted(speakers.items())),
         "rejects": len(rejects),
         "reject_kinds": dict(Counter(r["kind"] for r in rejects)),

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from higgs_ds.data.builder import PROGRESS_DIR, write_index
-from higgs_ds.data.shards import INDEX_NAME, index_spec
+from higgs_ds.data.shards import INDEX_NAME, index_spec, is_pair_split
 from higgs_ds.errors import DataError
 from higgs_ds.output_guard import OutputKind
 
@@ -123,6 +123,12 @@ def merge_parts(out: str | Path, part_dirs: list[str | Path], allow_empty: bool 
         spec.require_match(index_spec(index, str(folder / INDEX_NAME)), f"part {folders[0]}", f"part {folder}",
                            "all parts must be encoded with the same codec and settings")
     _check_ids(folders, [stats for _, stats, _ in read])
+    kinds = {folder: is_pair_split(folder, index) for folder, (index, _, _) in zip(folders, read, strict=True)
+             if "pairs" in index or index["shards"]}  # an older empty part says nothing
+    if len(set(kinds.values())) > 1:
+        pair, plain = (next(f for f, k in kinds.items() if k is want) for want in (True, False))
+        raise DataError(f"{pair} holds preference pairs, {plain} does not", where=_WHERE,
+                        fix="merge the parts of one `build` or of one `preferences` run")
     if not allow_empty:
         _refuse_empty(folders, [stats for _, stats, _ in read], [rejects for _, _, rejects in read])
     MERGE_OUTPUT.create(out)
@@ -131,4 +137,4 @@ def merge_parts(out: str | Path, part_dirs: list[str | Path], allow_empty: bool 
             _link(folder / shard["name"], out / shard["name"])
     shard_stats = [shard for _, stats, _ in read for shard in stats]
     rejects = [r for _, _, part_rejects in read for r in part_rejects]
-    return write_index(out, shard_stats, rejects, spec)
+    return write_index(out, shard_stats, rejects, spec, pairs=any(kinds.values()))

@@ -10,13 +10,15 @@ Each sample is a group of members sharing a key (the sample id made tar-safe)::
 
 Codes, not token ids, are stored, so the tokenizer and prompt layout can change without a rebuild.
 A split folder holds ``shard-000000.tar``… plus ``shards.json``, the index written by the builder; its
-``audio_spec`` says what the codes mean (:mod:`higgs_ds.audio_spec`).
+``audio_spec`` says what the codes mean (:mod:`higgs_ds.audio_spec`) and ``pairs`` whether its samples are
+preference pairs (written by ``prepare_data preferences``; splits indexed before it existed are peeked).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -125,6 +127,26 @@ def index_spec(index: dict, where: str) -> AudioSpec:
 
 def load_spec(split_dir: str | Path) -> AudioSpec:
     return index_spec(load_index(split_dir), str(Path(split_dir) / INDEX_NAME))
+
+
+def is_pair_split(split_dir: str | Path, index: dict | None = None) -> bool:
+    """Whether a split holds preference pairs: its index's ``pairs``, or, for a split indexed before that
+    field, whether the first sample of its first shard has a ``rejected_codes`` member (reads one tar header
+    run, not the split). A split of no shard holds no pair."""
+    index = index if index is not None else load_index(split_dir)
+    if "pairs" in index:
+        return bool(index["pairs"])
+    if not index.get("shards"):
+        return False
+    members, key = set(), None
+    with tarfile.open(Path(split_dir) / index["shards"][0]["name"]) as tar:
+        for member in tar:  # streamed: stops at the second sample's first member
+            base, _, suffix = Path(member.name).name.partition(".")
+            if key is not None and base != key:
+                break
+            key = base
+            members.add(suffix)
+    return "rejected_codes.npy" in members
 
 
 def list_shards(split_dir: str | Path, index: dict | None = None) -> list[str]:

@@ -228,7 +228,7 @@ def build_pairs(cfg: PairsConfig) -> dict:
             _write_pair_shard(out, idx, chunks[idx], make, cfg, bar)
     stats = [json.loads(stats_path(i).read_text()) for i in range(len(chunks))]
     index = write_index(out, stats, plan_rejects, sampler.spec,
-                        part_record(cfg.manifest, cfg.part, lines) if cfg.part else None)
+                        part_record(cfg.manifest, cfg.part, lines) if cfg.part else None, pairs=True)
     return _summary(index, stats, cfg, len(entries) + len(plan_rejects), sampler.spec)
 
 

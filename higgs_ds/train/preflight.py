@@ -9,10 +9,12 @@ import logging
 import math
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import torch
 
+from higgs_ds.data.shards import is_pair_split, load_index
 from higgs_ds.errors import CheckpointError, ConfigError, DataError, UserError, process_rank
 from higgs_ds.models import ModelFamily, get_family
 from higgs_ds.rewards import check_rewards
@@ -51,6 +53,8 @@ def check_training_inputs(cfg: TrainConfig, ds_json: str) -> None:
         check_rewards(cfg.rewards, dict(cfg.grpo.reward_models))
     world = launcher_world_size()
     check_enough_samples(cfg, world)
+    if cfg.objective == "dpo":
+        check_pair_split(cfg.data.shards)
     family, model_cfg = check_model_family(cfg, spec)
     shapes = parameter_shapes(family, model_cfg)
     ckpt_dir = Path(cfg.run_dir) / "checkpoints"
@@ -75,6 +79,21 @@ def check_enough_samples(cfg: TrainConfig, world: int) -> None:
             raise DataError(f"{split} holds {count} samples; this run needs at least {need} ({world} ranks"
                             f"{f' x {max(1, cfg.data.num_workers)} loader workers' if need == slots else ''})",
                             where=f"{key}={split}", fix="build more data, or use fewer ranks or data.num_workers")
+
+
+def check_pair_split(split: str) -> None:
+    """objective=dpo trains on pairs (`codes` chosen, `rejected_codes` rejected): an ordinary build would have
+    every sample refused by the loader, and the run end with an epoch that gave no batch."""
+    try:
+        pairs = is_pair_split(split, load_index(split))
+    except (OSError, KeyError, tarfile.TarError) as exc:
+        raise DataError(f"cannot read the first shard of {split} ({exc})", where=f"data.shards={split}",
+                        fix="rebuild the split") from None
+    if not pairs:
+        raise DataError(f"{split} holds no preference pairs (its samples have no rejected_codes): objective=dpo "
+                        "trains on chosen/rejected pairs", where=f"data.shards={split}",
+                        fix="build pairs with `python launch/prepare_data.py preferences --from RUN --manifest M "
+                            "--out DIR` and set data.shards=DIR (or train with objective=sft or grpo)")
 
 
 def check_resume_tag(tag_dir: Path, cfg: TrainConfig, world: int, family: ModelFamily,

@@ -85,6 +85,7 @@ def test_two_parts_merged_equal_one_build(tmp_path):
     assert [i for i, _ in split_contents(tmp_path / "merged")] == ["utt0", "utt1", "utt2", "utt3", "utt5", "utt6"]
     assert index_counts(merged) == index_counts(single) == index_counts(load_index(tmp_path / "merged"))
     assert merged["reject_kinds"] == {"missing_file": 1}
+    assert merged["pairs"] is single["pairs"] is False  # an ordinary build: objective=dpo refuses it
     rejects = (tmp_path / "merged" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(r)["id"] for r in rejects] == ["utt4"]
 
@@ -112,6 +113,18 @@ def test_merge_refuses_an_id_in_two_parts_naming_it_and_both_parts(tmp_path):
     with pytest.raises(DataError, match=r"sample id 'twice' is in two parts") as err:
         merge_parts(tmp_path / "merged", [tmp_path / "0", tmp_path / "1"])
     assert str(tmp_path / "0") in str(err.value) and str(tmp_path / "1") in str(err.value)
+
+
+def test_merge_refuses_a_pair_part_with_an_ordinary_part(tmp_path):
+    manifest = write_codes_manifest(tmp_path / "corpus", [f"u{i}" for i in range(4)])
+    for i in range(2):
+        build_shards(BuildConfig(manifest=str(manifest), out_dir=str(tmp_path / str(i)), spec=SPEC, part=(i, 2),
+                                 progress=False))
+    index = load_index(tmp_path / "1")
+    (tmp_path / "1" / "shards.json").write_text(json.dumps({**index, "pairs": True}))  # as `preferences` marks it
+    with pytest.raises(DataError, match="holds preference pairs") as err:
+        merge_parts(tmp_path / "merged", [tmp_path / "0", tmp_path / "1"])
+    assert f"{tmp_path / '1'} holds preference pairs, {tmp_path / '0'} does not" in str(err.value)
 
 
 def test_merge_refuses_missing_or_repeated_parts(tmp_path):

@@ -63,6 +63,7 @@ def test_pairs_in_two_parts_merge_and_read_back(exported, prompts, tmp_path, cap
     ties = [json.loads(line) for line in (merged / "rejects.jsonl").read_text().splitlines()]
     assert sorted([u.id for u in pairs] + [t["id"] for t in ties]) == ["p0", "p1", "p2", "p3"]
     assert all(t["kind"] == "tied_candidates" for t in ties) and index["num_samples"] == len(pairs) >= 2
+    assert index["pairs"] is True  # what preflight reads before objective=dpo trains on the split
     weights = {"duration": 2.0, "stop": 1.5}
     lines = {"p0": 1, "p1": 2, "p2": 3, "p3": 4}
     for u in pairs:
