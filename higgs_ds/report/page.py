@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from higgs_ds.output_guard import OutputKind
-from higgs_ds.report.charts import curves_png
-from higgs_ds.report.run_files import LISTENING_ROWS, EvalSet, RunFiles, read_run
+from higgs_ds.report.charts import curves_png, rewards_png
+from higgs_ds.report.run_files import LISTENING_ROWS, EvalSet, RunFiles, read_run, reward_keys
 
 REPORT = "report.html"
 REPORT_OUTPUT = OutputKind("report", adds=REPORT)  # the one file it writes into the run: nothing else there
@@ -78,11 +78,36 @@ def _config_section(run: RunFiles) -> str:
     return f"<table>{body}</table><details><summary>full config.json</summary><pre>{full}</pre></details>"
 
 
+def _embedded(png: bytes, alt: str) -> str:
+    return f'<img class="curves" alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _audio(run: RunFiles, wav: Path, missing: str) -> str:
+    return (f'<audio controls preload="metadata" src="{_link(run.run_dir, wav)}"></audio>' if wav.is_file()
+            else f"<span class='muted'>{missing}</span>")
+
+
 def _curves_section(run: RunFiles) -> str:
     png = curves_png(run)
-    if png is None:
-        return "<p class='muted'>no metrics yet</p>"
-    return f'<img class="curves" alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    return _embedded(png, "loss curves") if png else "<p class='muted'>no metrics yet</p>"
+
+
+def _rewards_section(run: RunFiles) -> str:
+    """GRPO: the rewards chart, and the kept samples (audio when a reward decoded it, text, rewards)."""
+    png = rewards_png(run)
+    chart = _embedded(png, "reward curves") if png else "<p class='muted'>no reward logged yet</p>"
+    rows = []
+    for sample in reversed(run.grpo_samples):  # newest first
+        audio = _audio(run, sample.wav, "no audio: no reward decodes it")
+        scores = ", ".join(f"{escape(k)} {'-' if v is None else f'{v:.3f}'}" for k, v in sample.scores.items())
+        reward = "-" if sample.reward is None else f"{sample.reward:.3f}"
+        rows.append(f"<tr><td class=num>{sample.step}</td><td>{audio}</td>{_cell(sample.text)}"
+                    f"<td class=num>{sample.frames if sample.frames is not None else '-'}</td>"
+                    f"<td class=num>{reward}</td><td>{scores}</td></tr>")
+    table = ("<p>The first sample of the step at each log line (the newest are kept):</p><table><tr><th>step</th>"
+             "<th>audio</th><th>prompt text</th><th>frames</th><th>reward</th><th>components</th></tr>"
+             + "".join(rows) + "</table>") if rows else ""
+    return chart + table
 
 
 def _listening_table(run: RunFiles) -> str:
@@ -105,8 +130,7 @@ def _listening_table(run: RunFiles) -> str:
 
 
 def _media_cells(run: RunFiles, wav: Path, png: Path) -> str:
-    audio = (f'<audio controls preload="metadata" src="{_link(run.run_dir, wav)}"></audio>' if wav.is_file()
-             else "<span class='muted'>not written yet</span>")
+    audio = _audio(run, wav, "not written yet")
     image = f'<img class="spec" alt="spectrogram" src="{_link(run.run_dir, png)}">' if png.is_file() else ""
     return f"<td>{audio}</td><td>{image}</td>"
 
@@ -164,11 +188,14 @@ def render_report(run_dir: str | Path) -> str:
     status = f"step {run.last_step}" + (f" of {steps}" if steps else "")
     written = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     listening = "".join(f"<h3>{escape(s.heading)}</h3>{_prompt_rows(run, s)}" for s in run.eval_sets)
+    grpo = run.config.get("objective") == "grpo" or run.grpo_samples or reward_keys(run.train)
+    rewards = f"<h2>Rewards</h2>{_rewards_section(run)}" if grpo else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(name)}: run report</title>'
             f"<style>{_CSS}</style></head><body>"
             f"<h1>{escape(name)}</h1><p class=muted>{status} · report written {written}</p>"
             f"<h2>Config</h2>{_config_section(run)}"
             f"<h2>Loss curves</h2>{_curves_section(run)}"
+            f"{rewards}"
             f"<h2>Listening eval: first vs last</h2>{_listening_table(run)}"
             f"<h2>Listening prompts</h2>{listening or '<p class=muted>no listening eval yet</p>'}"
             f"<h2>Latest predictions</h2>{_predictions_section(run)}"

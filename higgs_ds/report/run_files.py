@@ -7,6 +7,9 @@
         prompts.json                        id -> {"text", "speaker", "ref_text"}
         stepNNNNNN/<id>.wav .png .npy       the generation at that step: audio, spectrogram, codes [K, T]
         reference/<id>.wav .png .npy        the target, decoded once
+    <run_dir>/grpo_samples/                 objective=grpo: the first sample of the step of each log line
+        stepNNNNNN.json                     {"text", "frames", "reward", "scores": {reward: value or null}}
+        stepNNNNNN.wav                      its audio, when a reward decoded it (the newest few steps are kept)
 
 A run still in progress may have a half-written last line in a JSONL file (skipped) and eval folders
 whose files are not all there yet (shown as missing).
@@ -34,6 +37,9 @@ LISTENING_ROWS = (("length ratio", "gen/length_ratio", "{:.2f}"), ("stop rate", 
 EVAL_SETS = (("", "", "held-out prompts"), ("train", "train/", "training prompts (memorised)"))
 
 _STEP_DIR = re.compile(r"^step(\d+)$")
+GRPO_SAMPLES = "grpo_samples"
+REWARD_PREFIX = "reward/"  # metrics.jsonl: "reward/<name>" is the step's mean, with "_std" and "_left_out" beside
+_STEP_FILE = re.compile(r"^step(\d+)\.json$")
 
 
 def read_jsonl(path: Path, needs: tuple[str, ...] = ()) -> list[dict]:
@@ -122,6 +128,46 @@ class EvalSet:
 
 
 @dataclass
+class GrpoSample:
+    step: int
+    wav: Path  # may not exist: audio is decoded only when a reward needs it
+    text: str = ""
+    frames: int | None = None
+    reward: float | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)  # reward -> value; None: left out
+
+
+def _number(value) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def read_grpo_samples(run_dir: Path) -> list[GrpoSample]:
+    """The GRPO samples a run kept, by step; a description being written now (not JSON yet) is skipped."""
+    root = run_dir / GRPO_SAMPLES
+    samples = []
+    for path in sorted(root.glob("step*.json")) if root.is_dir() else []:
+        if not (match := _STEP_FILE.match(path.name)):
+            continue
+        try:
+            described = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(described, dict):
+            scores = described.get("scores") if isinstance(described.get("scores"), dict) else {}
+            samples.append(GrpoSample(int(match.group(1)), path.with_suffix(".wav"), str(described.get("text", "")),
+                                      _number(described.get("frames")), _number(described.get("reward")),
+                                      {str(k): _number(v) for k, v in scores.items()}))
+    return sorted(samples, key=lambda s: s.step)
+
+
+def reward_keys(records: list[dict]) -> list[str]:
+    """The reward means a GRPO run logged ("reward/total" first), in the order of their first appearance."""
+    keys = dict.fromkeys(k for r in records for k in r if k.startswith(REWARD_PREFIX)
+                         and not k.endswith(("_std", "_left_out")))
+    return sorted(keys, key=lambda k: k != REWARD_PREFIX + "total")
+
+
+@dataclass
 class RunFiles:
     run_dir: Path
     config: dict = field(default_factory=dict)
@@ -130,6 +176,7 @@ class RunFiles:
     audio_eval: dict[int, dict] = field(default_factory=dict)  # step -> the records of that step, merged
     eval_sets: list[EvalSet] = field(default_factory=list)
     prediction: dict | None = None  # the latest prediction report
+    grpo_samples: list[GrpoSample] = field(default_factory=list)
 
     @property
     def last_step(self) -> int:
@@ -172,4 +219,4 @@ def read_run(run_dir: str | Path) -> RunFiles:
     predictions = read_jsonl(run_dir / "predictions.jsonl")
     return RunFiles(run_dir, config, [r for r in metrics if r.get("kind") == "train"],
                     [r for r in metrics if r.get("kind") == "eval"], dict(sorted(audio_eval.items())),
-                    read_eval_sets(run_dir), predictions[-1] if predictions else None)
+                    read_eval_sets(run_dir), predictions[-1] if predictions else None, read_grpo_samples(run_dir))

@@ -8,23 +8,36 @@ normalised by global counts, like the cross-entropy's.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from higgs_ds import comm
+from higgs_ds.inference.audio import write_wav
 from higgs_ds.inference.config import GenerationConfig
 from higgs_ds.inference.generate import generate_from_ids
-from higgs_ds.rewards import RewardSet, build_rewards, fit_chars_per_second, make_samples, save_chars_per_second
+from higgs_ds.report.run_files import GRPO_SAMPLES
+from higgs_ds.rewards import (
+    RewardResult,
+    RewardSet,
+    build_rewards,
+    fit_chars_per_second,
+    make_samples,
+    save_chars_per_second,
+)
+from higgs_ds.rewards.candidates import scores_of
 from higgs_ds.train.preference.dpo import dpo_loss
 from higgs_ds.train.preference.grpo import group_advantages, grpo_loss
 from higgs_ds.train.preference.logprobs import cell_logprobs, restrict_to_free, scoring_batch
 from higgs_ds.train.preference.reference import ReferencePolicy, build_reference
 
 log = logging.getLogger(__name__)
+KEPT_SAMPLES = 5  # run_dir/grpo_samples/: the samples of the newest log lines (the report's players)
 
 
 @dataclass
@@ -47,6 +60,31 @@ class Window:
         return {n: (float(s) / float(c) if c else 0.0) for n, (s, c) in zip(names, t.tolist(), strict=True)}
 
 
+@dataclass
+class FirstSample:
+    """A GRPO step's first sample: heard in TensorBoard / W&B and kept in run_dir/grpo_samples/ at log lines."""
+
+    codes: torch.Tensor  # [K, T] undelayed
+    text: str
+    reward: float
+    scores: dict[str, float | None]  # reward -> value (None: left out for this sample)
+
+    def save(self, run_dir: Path, step: int, wav: torch.Tensor | None, sample_rate: int | None) -> None:
+        """stepNNNNNN.json (+ .wav when decoded), then drop all but the newest KEPT_SAMPLES steps (rank 0)."""
+        folder = run_dir / GRPO_SAMPLES
+        folder.mkdir(parents=True, exist_ok=True)
+        if wav is not None:
+            write_wav(folder / f"step{step:06d}.wav", wav, sample_rate)
+        described = {"text": self.text, "frames": int(self.codes.shape[1]), "reward": self.reward,
+                     "scores": self.scores}
+        tmp = folder / f"step{step:06d}.json.tmp"
+        tmp.write_text(json.dumps(described, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(folder / f"step{step:06d}.json")  # last: the report lists a sample by its description
+        for old in sorted(folder.glob("step*.json"))[:-KEPT_SAMPLES]:
+            old.with_suffix(".wav").unlink(missing_ok=True)
+            old.unlink()
+
+
 def generation_seed(seed: int, rank: int, step: int) -> int:
     """GRPO's sampling seed: a function of the run's seed, the rank and the step, so resume=auto resamples
     exactly what the interrupted run would have."""
@@ -59,7 +97,7 @@ class PreferenceObjective:
         self.cfg, self.reference, self.rewards, self.codec = trainer.cfg, reference, rewards, codec
         self.context = reward_context or {}
         self.window = Window()
-        self.last_sample = None  # GRPO: the step's first sample (codes [K, T], text), heard in TensorBoard / W&B
+        self.last_sample: FirstSample | None = None
 
     # ---- DPO -------------------------------------------------------------------------------------
 
@@ -99,7 +137,7 @@ class PreferenceObjective:
         trainer.engine.train()
         return p, result
 
-    def score(self, trainer, batch: dict, p: int, result) -> np.ndarray:
+    def score(self, trainer, batch: dict, p: int, result) -> RewardResult:
         g = self.cfg.grpo.group_size
         texts = [t for t in batch["texts"][:p] for _ in range(g)]
         refs = [r for r in batch["ref_codes"][:p] for _ in range(g)]
@@ -114,7 +152,7 @@ class PreferenceObjective:
             w.add(f"reward/{name}_left_out", scored.left_out[name], len(values))
         w.add("reward/total", scored.total.sum(), len(scored.total))
         w.add("reward/total_sq", (scored.total ** 2).sum(), len(scored.total))
-        return scored.total
+        return scored
 
     def grpo_step(self, trainer, micro: list[dict], step: int) -> None:
         g, engine = self.cfg.grpo, trainer.engine
@@ -122,7 +160,8 @@ class PreferenceObjective:
         t0 = time.perf_counter()
         p, result = self.sample(trainer, batch, step)
         t1 = time.perf_counter()
-        total = self.score(trainer, batch, p, result)
+        scored_rewards = self.score(trainer, batch, p, result)
+        total = scored_rewards.total
         t2 = time.perf_counter()
         prompts = [q for q in batch["prompts"][:p] for _ in range(g.group_size)]
         scored = scoring_batch([q.input_ids for q in prompts], [q.audio_ids for q in prompts], result.delayed,
@@ -143,7 +182,8 @@ class PreferenceObjective:
             engine.step()
             self.window.add("grpo/clip_fraction", terms.clip_fraction * terms.cells, terms.cells)
         t3 = time.perf_counter()
-        self.last_sample = (result.codes[0], batch["texts"][0])
+        self.last_sample = FirstSample(result.codes[0], batch["texts"][0], float(total[0]),
+                                       scores_of(scored_rewards, 0))
         w, n = self.window, len(prompts)
         w.add("loss", terms.loss_sum.detach(), n)
         w.add("grpo/kl", terms.kl * terms.cells, terms.cells)
@@ -166,10 +206,13 @@ class PreferenceObjective:
         logged.update({"lr": trainer.scheduler.get_last_lr()[0],
                        "grad_norm": float(trainer.engine.get_global_grad_norm() or 0.0)})
         trainer.writer.write(done, logged)
-        heard = self.last_sample is not None and self.codec is not None and trainer.rank == 0
-        if heard and self.last_sample[0].numel():
-            wav = self.codec.decode(self.last_sample[0].long()).float().numpy()
-            trainer.writer.write_media(done, audio={"grpo/sample": (wav, self.codec.sample_rate)})
+        sample = self.last_sample
+        if sample is not None and trainer.rank == 0:
+            wav = None
+            if self.codec is not None and sample.codes.numel():  # decoded only where a reward needed audio
+                wav = self.codec.decode(sample.codes.long()).float()
+                trainer.writer.write_media(done, audio={"grpo/sample": (wav.numpy(), self.codec.sample_rate)})
+            sample.save(trainer.run_dir, done, wav, self.codec.sample_rate if self.codec is not None else None)
         shown = {k: v for k, v in logged.items() if k in ("loss", "dpo/accuracy", "dpo/reward_margin", "reward/total",
                                                             "grpo/kl", "grpo/clip_fraction", "grpo/frames")}
         log.info("step %d/%d  %s", done, self.cfg.steps, "  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
