@@ -93,6 +93,16 @@ def _remove_shm_left_by_killed_ranks(request):
 
 
 # ---- data built once per session, shared by every directory -----------------------------------
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for the module: the speaker LSTM, the ONNX metric models and tiny Demucs run many times
+    slower with 2 threads on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """The demo tokenizer (byte-level BPE, 800 ids, every Higgs special token), trained once."""

@@ -13,6 +13,7 @@ sample bounds, which is what reveals a change of speaker inside a stretch of spe
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -38,19 +39,20 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-class SpeakerEmbedder:
+class SpeakerEmbedder(ABC):
     """What every speaker encoder gives: an utterance embedding, and embeddings of windows along a clip."""
 
     WINDOW_SECONDS = 1.6  # GE2E's partial utterance
     STEP_SECONDS = 0.8
     spec = ""
 
+    @abstractmethod
     def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        raise NotImplementedError
+        """The utterance embedding of a mono clip at any rate."""
 
+    @abstractmethod
     def embed_clip(self, wav16k: np.ndarray) -> np.ndarray:
         """The embedding of a 16 kHz clip as it is (no trimming)."""
-        raise NotImplementedError
 
     def windows(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """([n, D] unit embeddings, [n, 2] window bounds in samples of `sample_rate`, clipped to the clip).

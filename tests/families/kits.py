@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from transformers import HiggsAudioV2ForConditionalGeneration, LlamaModel, Qwen3Model
 
-from higgs_ds.models import get_family, register_family
+from higgs_ds.models import FreshModelShape, get_family, register_family
 from higgs_ds.models.higgs_v2.checkpoint import ours_to_hf
 from tests.families import plain_llama
 from tests.tts3_utils import tiny_tts3_tokenizer
@@ -84,6 +84,10 @@ class FamilyKit:
     def family(self):
         return get_family(self.name)
 
+
+# The model shape the family-wide tests build every family at (contract, preference log-probs).
+TINY_SHAPE = FreshModelShape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2)
 
 KITS = [
     FamilyKit("higgs_v2_dualffn", lambda demo: demo, v2_reference),

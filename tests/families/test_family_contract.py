@@ -18,15 +18,14 @@ import higgs_ds.models.loss as loss_mod
 from higgs_ds.data.collate import CollatorConfig
 from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.inference import GenerationConfig, TTSRequest, build_prompt, generate
-from higgs_ds.models import FreshModelShape, family_of
+from higgs_ds.models import family_of
 from higgs_ds.models.loss import LossWeights, combine
 from higgs_ds.models.pretrained import from_pretrained
 from tests.data.synthetic import SPEC
 from tests.families.kits import KITS
+from tests.families.kits import TINY_SHAPE as SHAPE
 from tests.model_utils import mean_tail_audio_loss
 
-SHAPE = FreshModelShape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2)
 K, CODES = SPEC.num_codebooks, SPEC.codebook_size
 
 

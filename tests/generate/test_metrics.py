@@ -20,18 +20,11 @@ from higgs_ds.quality.models import DnsMos, ResemblyzerEmbedder
 from higgs_ds.quality.scorer import ScorerConfig, SpeechScorer, aggregate, build_scorer, error_counts, summarize
 from higgs_ds.quality.signal import dtw_path, resample
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed"),
+              pytest.mark.usefixtures("one_torch_thread")]
 TEXT = "ذهب الولد إلى المدرسة في الصباح"
 RATE = 16000
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The speaker LSTM and ONNX models run ~15x slower with 2 threads on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -123,17 +123,7 @@ def _news(tmp_path, name="news.wav"):
     return path, soundfile.read(path, dtype="float32")[0]  # as written (16-bit)
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: more threads only contend on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_separation_segments_the_vocals_stem_of_a_saved_demucs(conversations, tmp_path, one_thread):
+def test_separation_segments_the_vocals_stem_of_a_saved_demucs(conversations, tmp_path, one_torch_thread):
     pytest.importorskip("demucs")
     import torch
     from demucs.apply import apply_model
@@ -158,7 +148,7 @@ def test_separation_segments_the_vocals_stem_of_a_saved_demucs(conversations, tm
         SegmentConfig(inputs=(), out="", separate=f"demucs:{tmp_path / 'nowhere'}")
 
 
-def test_separation_cuts_the_stem_and_names_the_speaker_from_the_recording(tmp_path, one_thread):
+def test_separation_cuts_the_stem_and_names_the_speaker_from_the_recording(tmp_path, one_torch_thread):
     """A pass-through separator (its vocals stem is the recording) so the stem has speech to cut: segments
     come from the stem, and --speaker-pattern reads the recording's path, not the stem's."""
     pytest.importorskip("demucs")
@@ -178,7 +168,7 @@ def test_separation_cuts_the_stem_and_names_the_speaker_from_the_recording(tmp_p
     np.testing.assert_allclose(soundfile.read(stem, dtype="float32")[0], wav, atol=1e-6)
 
 
-def test_separation_of_an_undecodable_file_is_counted_and_leaves_no_stem(monkeypatch, tmp_path, one_thread):
+def test_separation_of_an_undecodable_file_is_counted_and_leaves_no_stem(monkeypatch, tmp_path, one_torch_thread):
     """Unreadable: `failed_to_decode` as without --separate. Failing part way (after the first 1-s block):
     the whole file is `failed_to_decode` (neither the unseparated recording nor a partial stem is cut)."""
     pytest.importorskip("demucs")
@@ -201,7 +191,7 @@ def test_separation_of_an_undecodable_file_is_counted_and_leaves_no_stem(monkeyp
     assert not list((tmp_path / "out").glob("separated/*"))
 
 
-def test_a_failure_of_the_separator_itself_is_an_error_naming_the_file(monkeypatch, tmp_path, one_thread):
+def test_a_failure_of_the_separator_itself_is_an_error_naming_the_file(monkeypatch, tmp_path, one_torch_thread):
     """The model failing on the second block (as a GPU out of memory would): an error naming the recording,
     not a silent fall back to the unseparated audio, and the partial stem is removed."""
     pytest.importorskip("demucs")

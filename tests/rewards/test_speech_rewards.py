@@ -38,14 +38,7 @@ TEXT = "ذهب الولد"  # normalised: ذهب + الولد = 8 characters
 RATE = 16000
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the speaker LSTM and the ONNX models run many times slower with 2 threads on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sample(frames: int, text: str = TEXT, finished: bool = True, audio=None, reference=None) -> RewardSample:

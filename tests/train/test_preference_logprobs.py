@@ -15,14 +15,12 @@ from higgs_ds.constants import IGNORE_INDEX
 from higgs_ds.data.collate import CollatorConfig
 from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.inference import TTSRequest, build_prompt
-from higgs_ds.models import FreshModelShape
 from higgs_ds.train.preference.logprobs import cell_logprobs, restrict_to_free, scoring_batch
 from tests.data.synthetic import SPEC
 from tests.families.kits import KITS
+from tests.families.kits import TINY_SHAPE as SHAPE
 from tests.model_utils import mean_tail_audio_loss
 
-SHAPE = FreshModelShape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2)
 K, CODES = SPEC.num_codebooks, SPEC.codebook_size
 
 
