@@ -232,23 +232,40 @@ def train_step(trainer: Trainer, micro: list[dict], step: int) -> None:
         trainer.window.add_batch(out.loss_sums, batch)
 
 
-def next_micro_batches(trainer: Trainer) -> list[dict]:
-    """The step's micro-batches. A rank whose shards hold no usable sample any more (every one skipped as
-    corrupt, bad or too long) tells the others through one small all-reduce, so that all stop with rank 0's
-    line naming it, rather than with a lost connection on the ranks still waiting for it."""
-    try:
-        micro, dry = [trainer.next_batch() for _ in range(trainer.cfg.grad_accum)], 0.0
-    except RankDataExhausted:
-        micro, dry = [], 1.0
+_DRY, _STOPPED = 1.0, 2.0  # why a rank has no batch for this step
+
+
+def next_micro_batches(trainer: Trainer) -> list[dict] | None:
+    """The step's micro-batches, or None when the run stops here. One small all-reduce per step makes every
+    rank agree, whatever reached only some of them:
+    - a stop signal (or the launcher gone) on any rank: None on all; a signal that comes while the batches
+      are read has ended the loader's workers too (Slurm signals every process of the step), so the batches
+      read on the other ranks are given back (the loader rewound) and the resume stays exact;
+    - a rank whose shards hold no usable sample any more (every one skipped as corrupt, bad or too long):
+      all stop with rank 0's line naming it, rather than with a lost connection on the ranks waiting for it."""
+    before = trainer.loader.state_dict()
+    micro, why = [], _STOPPED
+    if stopping.reason() is None:
+        try:
+            micro, why = [trainer.next_batch() for _ in range(trainer.cfg.grad_accum)], 0.0
+        except RankDataExhausted:
+            micro, why = [], _DRY
+        except Exception:  # a worker gone with the signal: the batch in flight cannot be read
+            if stopping.reason() is None:
+                raise
     flags = torch.zeros(trainer.world, device=trainer.device)
-    flags[trainer.rank] = dry
-    dry_ranks = comm.all_reduce(flags).nonzero().flatten().tolist()
+    flags[trainer.rank] = why
+    flags = comm.all_reduce(flags)
+    dry_ranks = (flags == _DRY).nonzero().flatten().tolist()
     if dry_ranks:
         raise RankDataError(f"no usable sample left for rank{'s' if len(dry_ranks) > 1 else ''} "
                             f"{', '.join(map(str, dry_ranks))}: every sample of its shards was skipped as corrupt, "
                             "bad or too long (see the skip warnings above)",
                             where=f"data.shards={trainer.cfg.data.shards}",
                             fix="rebuild the damaged shards, or raise data.stream.max_seq_len")
+    if flags.any():
+        trainer.loader.load_state_dict(before)
+        return None
     return micro
 
 
@@ -324,14 +341,6 @@ def _finite_everywhere(trainer: Trainer, finite: torch.Tensor) -> bool:
     return comm.all_reduce(finite.float().to(trainer.device).view(1), comm.ReduceOp.MIN).item() > 0
 
 
-def stop_requested(trainer: Trainer) -> bool:
-    """All ranks agree on stopping, even if only one of them got the signal. Asked after the step's evals,
-    right before the save, so a signal that arrives at any point of the step stops it before the next
-    batch is read (the loader's workers have exited on the same signal)."""
-    flag = torch.tensor([stopping.reason() is not None], dtype=torch.float32, device=trainer.device)
-    return comm.all_reduce(flag, comm.ReduceOp.MAX).item() > 0
-
-
 def maybe_save(trainer: Trainer, done: int, end: int, stopping: bool) -> str | None:
     if not (_due(trainer.cfg.save_every, done, end) or stopping):
         return None
@@ -341,6 +350,13 @@ def maybe_save(trainer: Trainer, done: int, end: int, stopping: bool) -> str | N
                              trainer.cfg.keep_last)
     log.info("saved checkpoint %s", trainer.ckpt_dir / tag)
     return tag
+
+
+def announce_stop(trainer: Trainer, done: int, tag: str | None) -> None:
+    if trainer.rank == 0:  # one line for the run
+        where = f"checkpoint {trainer.ckpt_dir / tag} written" if tag else "no step trained since the last checkpoint"
+        log.warning("stop requested (%s) at step %d: %s; resume with resume=auto",
+                    stopping.reason() or "on another rank", done, where)
 
 
 def summarize_run(trainer: Trainer, done: int) -> None:
@@ -373,9 +389,13 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
     end = min(cfg.steps, cfg.stop_at or cfg.steps)
     progress, task = _progress(trainer, start)
     done = start
+    saved = None  # the checkpoint written at `done`, if any
     for step in range(start, end):
         t0 = time.perf_counter()
         micro = next_micro_batches(trainer)
+        if micro is None:  # a stop asked on some rank: all save the last finished step together
+            announce_stop(trainer, done, saved or (maybe_save(trainer, done, end, True) if done > start else None))
+            break
         trainer.window.wait += time.perf_counter() - t0
         if trainer.objective is None:
             train_step(trainer, micro, step)
@@ -391,13 +411,7 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
             progress.update(task, completed=done, status=f"loss {logged['loss']:.3f}")
         maybe_predict(trainer, done, end, micro[0])
         maybe_eval(trainer, done, end)
-        stop = stop_requested(trainer)
-        tag = maybe_save(trainer, done, end, stop)
-        if stop:
-            if trainer.rank == 0:  # one line for the run
-                log.warning("stop requested (%s) at step %d: checkpoint %s written; resume with resume=auto",
-                            stopping.reason() or "on another rank", done, trainer.ckpt_dir / tag)
-            break
+        saved = maybe_save(trainer, done, end, False)
     progress.stop()
     if trainer.rank == 0:
         summarize_run(trainer, done)

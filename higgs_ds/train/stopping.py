@@ -1,7 +1,7 @@
 """When a run stops early: signals, and the process the user started going away.
 
 Every early stop takes one path, the one a Slurm preemption takes: the rank records why, finishes its step,
-all ranks agree (`loop.stop_requested`), write a checkpoint and exit. The reasons:
+all ranks agree (`loop.next_micro_batches`), write a checkpoint and exit. The reasons:
 
 - SIGTERM (a scheduler, `kill`), SIGUSR1 (Slurm's time-limit warning), SIGHUP (the terminal closed): exit 0,
   as a preempted job that can resume;
