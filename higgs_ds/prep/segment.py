@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from bisect import bisect_right
 from collections import Counter
@@ -47,10 +46,9 @@ from typing import Literal
 import numpy as np
 import soundfile
 
-from higgs_ds.data.parts import part_lines
 from higgs_ds.errors import ConfigError, DataError
-from higgs_ds.output_guard import OutputKind, inside
 from higgs_ds.prep.diarize import ClusterRule, Diarization, SpanWindows, diarize
+from higgs_ds.prep.sources import SEGMENT_OUTPUT, find_sources, part_of, refuse_same_names, relative_name
 from higgs_ds.prep.vad_stream import VAD_RATE, Region, SpeechRegions, VadProbabilities, read_16k_blocks
 from higgs_ds.quality.models import MODEL_RATE
 from higgs_ds.quality.signal import resample
@@ -58,13 +56,11 @@ from higgs_ds.quality.speaker_encoder import DEFAULT_ENCODER, parse_encoder_spec
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DROP_REASONS = ("no_speech", "too_short", "too_long", "low_asr_confidence", "failed_to_decode", "overlap",
                 "uncertain_speaker", "short_turn")
 FILE_SPEAKERS = "file_speakers.jsonl"  # diarize: one line per speaker of a file, with its centroid
 SEPARATED = "separated"  # --separate: the vocals stems, under the output folder
 CENTROID_SECONDS = 120.0  # pyannote: speech per speaker embedded for its centroid
-SEGMENT_OUTPUT = OutputKind("prepare_data segment", files=("segments.jsonl",))
 
 
 @dataclass(frozen=True)
@@ -163,54 +159,6 @@ class FileAccount:
         rate = self.sample_rate or 1
         return {"source": self.source, "seconds": self.samples / rate, "kept": self.kept / rate,
                 "dropped": {k: v / rate for k, v in self.dropped.items()}}
-
-
-def find_sources(inputs: tuple[str, ...], out: str | Path | None = None) -> list[Path]:
-    """The audio files the inputs name. Never a file of `out` or of an earlier segment output: their cut
-    wavs would be segmented again."""
-    sources: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            sources += _audio_under(item)
-        elif item.suffix.lower() in AUDIO_SUFFIXES:
-            sources.append(item)
-        elif item.is_file():  # a list of paths, relative to the list's folder
-            lines = [ln.strip() for ln in item.read_text(encoding="utf-8").splitlines()]
-            sources += [(item.parent / ln) for ln in lines if ln and not ln.startswith("#")]
-        else:
-            raise DataError(f"{item} does not exist", where="--input", fix="give audio files, folders or a list")
-    if out is not None:
-        sources = [s for s in sources if not inside(s, out)]
-    if not sources:
-        raise DataError(f"no audio files under {', '.join(inputs)}", where="--input",
-                        fix=f"audio files end in one of {sorted(AUDIO_SUFFIXES)}")
-    return sources
-
-
-def part_of(sources: list[Path], part: tuple[int, int] | None) -> list[Path]:
-    """Part i of N of the input files: a contiguous range of the sorted list, as `build --part` splits lines."""
-    if part is None:
-        return sources
-    first, end = part_lines(len(sources), part)
-    return sources[first - 1:end - 1]
-
-
-def relative_name(source: Path, inputs: tuple[str, ...]) -> str:
-    """The source's path relative to the input that names it (a folder, or a list's folder), else its name:
-    the same on every node and in every part, so speaker labels built on it are unique across the corpus."""
-    for item in map(Path, inputs):
-        base = item if item.is_dir() else item.parent if item.suffix.lower() not in AUDIO_SUFFIXES else None
-        if base is not None and inside(source, base):
-            return Path(os.path.relpath(Path(source).resolve(), base.resolve())).as_posix()
-    return Path(source).name
-
-
-def _audio_under(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not SEGMENT_OUTPUT.owns(Path(root, d))]  # pruned, never descended into
-        found += [Path(root, f) for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
-    return sorted(found)
 
 
 def shape_segments(spans: list[tuple[int, int]], cfg: SegmentConfig, rate: int) -> list[tuple[int, int]]:
@@ -479,19 +427,6 @@ class SegmentWriter:
         self.queue.clear()
 
 
-def _refuse_same_names(sources: list[Path], inputs: tuple[str, ...]) -> None:
-    """Two recordings that would get one name (talk.wav in two --input folders) would write over each other's
-    cut wavs and share segment ids: refused before anything is written, naming both."""
-    seen: dict[str, Path] = {}
-    for source in sources:
-        key = Path(relative_name(source, inputs)).with_suffix("").as_posix()
-        if key in seen:
-            raise DataError(f"{seen[key]} and {source} would both be named {key!r} (their wavs and segment ids "
-                            "would collide)", where="--input",
-                            fix="give their common parent folder as one --input, or rename one of them")
-        seen[key] = source
-
-
 def separated(segmenter: Segmenter, source: Path, out: Path, name: str, account: FileAccount) -> Path | None:
     """What is cut: the recording, or with `--separate` its vocals stem. None when the stem cannot be made
     because decoding failed part way: the whole file is then `failed_to_decode` (an incomplete stem, or the
@@ -517,7 +452,7 @@ def segment_recordings(cfg: SegmentConfig) -> dict:
     """Writes wavs/, segments.jsonl, manifest.jsonl (with --asr) and segment_summary.json under `cfg.out`."""
     out = SEGMENT_OUTPUT.check(cfg.out, inputs=cfg.inputs)
     sources = find_sources(cfg.inputs, out)
-    _refuse_same_names(sources, cfg.inputs)
+    refuse_same_names(sources, cfg.inputs)
     sources = part_of(sources, cfg.part)
     (SEGMENT_OUTPUT.create(out) / "wavs").mkdir(exist_ok=True)
     segmenter = Segmenter(cfg)

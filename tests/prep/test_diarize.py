@@ -10,7 +10,8 @@ from scipy.optimize import linear_sum_assignment
 
 from higgs_ds.errors import ConfigError
 from higgs_ds.prep.diarize import OVERLAP, UNCERTAIN, ClusterRule, SpanWindows, blend_share, cluster, span_pieces
-from higgs_ds.prep.segment import SegmentConfig, part_of, relative_name
+from higgs_ds.prep.segment import SegmentConfig
+from higgs_ds.prep.sources import part_of, relative_name
 
 RATE = 16_000
 

@@ -12,7 +12,8 @@ import pytest
 import soundfile
 
 from higgs_ds.errors import ConfigError, DataError
-from higgs_ds.prep.segment import SEGMENT_OUTPUT, SegmentConfig, find_sources, segment_recordings, shape_segments
+from higgs_ds.prep.segment import SegmentConfig, segment_recordings, shape_segments
+from higgs_ds.prep.sources import SEGMENT_OUTPUT, find_sources
 from tests.prep.long_recording import spoken_sentence
 from tests.prep.tiny_whisper import save_tiny_whisper
 
