@@ -198,7 +198,9 @@ def test_each_rank_selects_its_gpu_before_the_process_group_starts(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: events.append(("set_device", index)))
     monkeypatch.setattr(deepspeed, "init_distributed", lambda **kwargs: events.append(("init", kwargs["timeout"])))
-    for var, value in {"RANK": "11", "LOCAL_RANK": "3", "WORLD_SIZE": "16", "MASTER_ADDR": "10.0.0.1"}.items():
+    # every variable init_distributed may fill in is set here, so monkeypatch restores it afterwards
+    for var, value in {"RANK": "11", "LOCAL_RANK": "3", "WORLD_SIZE": "16", "MASTER_ADDR": "10.0.0.1",
+                       "MASTER_PORT": "29999"}.items():
         monkeypatch.setenv(var, value)
     assert distributed.init_distributed(timeout_s=60) == (11, 16)
     assert [e[0] for e in events] == ["set_device", "init"] and events[0][1] == 3
@@ -227,7 +229,8 @@ def test_a_lone_cpu_rank_does_not_build_the_shared_memory_allreduce(monkeypatch,
     monkeypatch.setattr(deepspeed, "init_distributed",
                         lambda **kwargs: seen.append(deepspeed.ops.__compatible_ops__[distributed.SHM_OP]))
     monkeypatch.setattr(distributed, "unlink_shm_allreduce_buffer", lambda: None)
-    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": world}.items():
+    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": world, "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29999"}.items():
         monkeypatch.setenv(var, value)
     assert distributed.init_distributed(timeout_s=60) == (0, int(world))
     assert seen == [compiled]

@@ -16,6 +16,7 @@ import pytest
 
 from higgs_ds.run_dir import is_complete, latest_tag
 from higgs_ds.train.checkpointing import FAULT_ENV
+from higgs_ds.train.metrics import read_metrics
 from tests.harness import RECIPE, REPO, RESUME_STEPS, checked, env, finish, losses, output, start_train, tiny_overrides
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,10 @@ def _stopped_cleanly(proc, run: Path, signalled_at: float, why: str) -> subproce
     return done
 
 
+def _logged(run: Path) -> int:
+    return max((r["step"] for r in read_metrics(run / "metrics.jsonl")), default=0)
+
+
 def _latest_step(run: Path) -> int:
     return int(latest_tag(run / "checkpoints").removeprefix("step"))
 
@@ -65,9 +70,8 @@ def test_killing_the_deepspeed_runner_mid_run_or_during_a_save_stops_every_rank_
     30 s with a complete checkpoint, and the twice-resumed run reproduces the uninterrupted one's losses."""
     run = tmp_path / "run"
     proc = start_train(run, random_data, *RESUME_STEPS, launcher="deepspeed")
-    first_save = run / "checkpoints" / "step000002"
-    _wait_for(lambda: is_complete(first_save) or proc.poll() is not None, 180, "the save of step 2 to complete")
-    proc.send_signal(signal.SIGTERM)  # the ranks are training step 3 (or just past it): no save under way
+    _wait_for(lambda: _logged(run) >= 3 or proc.poll() is not None, 180, "step 3")  # past step 2's save
+    proc.send_signal(signal.SIGTERM)  # the ranks are training step 4 (or just past it): a new checkpoint is due
     _stopped_cleanly(proc, run, time.monotonic(), "launcher exited")
     first_stop = _latest_step(run)
     assert 3 <= first_stop < 8, first_stop

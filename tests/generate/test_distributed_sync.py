@@ -13,6 +13,7 @@ from higgs_ds.inference import GenerationConfig, TTSRequest, generate
 from higgs_ds.models.higgs_v2.checkpoint import save_checkpoint
 from higgs_ds.models.higgs_v2.prompt import ChatMLRenderer
 from higgs_ds.models.pretrained import from_pretrained
+from tests.harness import free_port
 
 
 def _worker(rank: int, world: int, ckpt: str, port: int, result_dir: str) -> None:
@@ -45,7 +46,7 @@ def test_ranks_with_different_lengths_stay_in_lockstep(overfit, tmp_path):
     specs = [{"text": u.text, "scene": u.scene, "ref_text": u.ref_text,
               "ref_codes": None if u.ref_codes is None else u.ref_codes.tolist()} for u in overfit.utterances]
     (ckpt / "requests.json").write_text(json.dumps(specs))
-    port = 29500 + os.getpid() % 1000
+    port = free_port()  # a fixed range could meet a run of the other tier
     mp.spawn(_worker, args=(2, str(ckpt), port, str(tmp_path)), nprocs=2, join=True)
 
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

@@ -72,11 +72,15 @@ def server(training, browser):
 
 
 def _wait(driver, condition, timeout: float = 60):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # gradio re-renders components after the first paint (the tag list, the speakers): an element gone
+    # or not there yet mid-check is asked again, not a failure
+    waiting = WebDriverWait(driver, timeout, poll_frequency=0.2,
+                            ignored_exceptions=(StaleElementReferenceException, IndexError))
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d) or None)
+        return waiting.until(lambda d: condition(d) or None)
     except TimeoutException:
         raise AssertionError(f"the page did not get there in {timeout} s; its status: {_status(driver)!r}") from None
 
@@ -115,8 +119,8 @@ def test_the_page_generates_switches_compares_and_reports_bad_input(server, brow
     hop = int(codec.spec.samples_per_frame)
     browser.get(url)
     text = _wait(browser, lambda d: _css(d, "#text textarea"))[0]
-    assert [e.get_attribute("value") for e in _css(browser, "#tag input")] == ["step000001", "step000002"]
-    assert _css(browser, "#tag input:checked")[0].get_attribute("value") == "step000002"  # the latest
+    _wait(browser, lambda d: [e.get_attribute("value") for e in _css(d, "#tag input")] == ["step000001", "step000002"])
+    _wait(browser, lambda d: _css(d, "#tag input:checked")[0].get_attribute("value") == "step000002")  # the latest
     text.send_keys("مرحبا بكم، كيف الحال?")
     _wait(browser, lambda d: _css(d, "#normalised textarea")[0].get_attribute("value") == "مرحبا بكم، كيف الحال؟")
     assert text.value_of_css_property("direction") == "rtl"
