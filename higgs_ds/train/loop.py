@@ -341,8 +341,9 @@ def _finite_everywhere(trainer: Trainer, finite: torch.Tensor) -> bool:
     return comm.all_reduce(finite.float().to(trainer.device).view(1), comm.ReduceOp.MIN).item() > 0
 
 
-def maybe_save(trainer: Trainer, done: int, end: int, stopping: bool) -> str | None:
-    if not (_due(trainer.cfg.save_every, done, end) or stopping):
+def maybe_save(trainer: Trainer, done: int, end: int, force: bool = False) -> str | None:
+    """Save when due, or when `force`d (the run stops here)."""
+    if not (_due(trainer.cfg.save_every, done, end) or force):
         return None
     meta = {"train": trainer.cfg.to_dict(), "family": trainer.family.name,
             "model": trainer.family.config_to_dict(trainer.model_cfg), "audio_spec": trainer.spec.to_dict()}
@@ -394,7 +395,9 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
         t0 = time.perf_counter()
         micro = next_micro_batches(trainer)
         if micro is None:  # a stop asked on some rank: all save the last finished step together
-            announce_stop(trainer, done, saved or (maybe_save(trainer, done, end, True) if done > start else None))
+            if saved is None and done > start:
+                saved = maybe_save(trainer, done, end, force=True)
+            announce_stop(trainer, done, saved)
             break
         trainer.window.wait += time.perf_counter() - t0
         if trainer.objective is None:
@@ -411,7 +414,7 @@ def train(cfg: TrainConfig, ds_config_path: str) -> Path:
             progress.update(task, completed=done, status=f"loss {logged['loss']:.3f}")
         maybe_predict(trainer, done, end, micro[0])
         maybe_eval(trainer, done, end)
-        saved = maybe_save(trainer, done, end, False)
+        saved = maybe_save(trainer, done, end)
     progress.stop()
     if trainer.rank == 0:
         summarize_run(trainer, done)

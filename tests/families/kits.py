@@ -7,11 +7,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import HiggsAudioV2ForConditionalGeneration, LlamaModel, Qwen3Model
 
+from higgs_ds.data.collate import CollatorConfig
+from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.models import FreshModelShape, get_family, register_family
 from higgs_ds.models.higgs_v2.checkpoint import ours_to_hf
+from tests.data.synthetic import SPEC
 from tests.families import plain_llama
 from tests.tts3_utils import tiny_tts3_tokenizer
 
@@ -88,6 +92,29 @@ class FamilyKit:
 # The model shape the family-wide tests build every family at (contract, preference log-probs).
 TINY_SHAPE = FreshModelShape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                              num_key_value_heads=2)
+
+
+
+def tiny_model(family, tok, seed: int = 0, shape: FreshModelShape = TINY_SHAPE):
+    """A fresh model of `family` for the test audio spec, its weights drawn after `torch.manual_seed(seed)`."""
+    torch.manual_seed(seed)
+    return family.build_model(family.fresh_config(shape, tok, SPEC))
+
+
+def two_utterances(seed: int) -> list[Utterance]:
+    """A zero-shot and a voice-clone utterance of random codes, in both scripts."""
+    rng = np.random.default_rng(seed)
+    codes = lambda n: rng.integers(0, SPEC.codebook_size, (SPEC.num_codebooks, n))  # noqa: E731
+    return [Utterance("zero-shot", "hello world", codes(7)),
+            Utterance("clone", "مرحبا بكم", codes(5), ref_text="one two", ref_codes=codes(4))]
+
+
+def render_batch(family, tok, model, utts: list[Utterance]) -> dict:
+    """The training batch the family's renderer and collator make of `utts`."""
+    renderer = family.make_renderer(tok, SPEC.num_codebooks)
+    return renderer.collator(CollatorConfig.from_model_config(model.config))(
+        [renderer.render(u, PromptConfig()) for u in utts])
+
 
 KITS = [
     FamilyKit("higgs_v2_dualffn", lambda demo: demo, v2_reference),

@@ -10,20 +10,16 @@ import io
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
 import higgs_ds.models.loss as loss_mod
-from higgs_ds.data.collate import CollatorConfig
-from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.inference import GenerationConfig, TTSRequest, build_prompt, generate
 from higgs_ds.models import family_of
 from higgs_ds.models.loss import LossWeights, combine
 from higgs_ds.models.pretrained import from_pretrained
 from tests.data.synthetic import SPEC
-from tests.families.kits import KITS
-from tests.families.kits import TINY_SHAPE as SHAPE
+from tests.families.kits import KITS, render_batch, tiny_model, two_utterances
 from tests.model_utils import mean_tail_audio_loss
 
 K, CODES = SPEC.num_codebooks, SPEC.codebook_size
@@ -34,25 +30,11 @@ def case(request, tokenizer):
     """(family, tokenizer, kit, a fresh model of the family with weights away from their init)."""
     kit = request.param
     family, tok = kit.family, kit.tokenizer(tokenizer)
-    torch.manual_seed(0)
-    model = family.build_model(family.fresh_config(SHAPE, tok, SPEC)).eval()
+    model = tiny_model(family, tok).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # norms away from 1, so a missing norm shows
     return family, tok, kit, model
-
-
-def _utterances(seed: int) -> list[Utterance]:
-    rng = np.random.default_rng(seed)
-    codes = lambda n: rng.integers(0, CODES, (K, n))  # noqa: E731
-    return [Utterance("zero-shot", "hello world", codes(7)),
-            Utterance("clone", "مرحبا بكم", codes(5), ref_text="one two", ref_codes=codes(4))]
-
-
-def _batch(family, tok, model, utts):
-    renderer = family.make_renderer(tok, K)
-    samples = [renderer.render(u, PromptConfig()) for u in utts]
-    return renderer.collator(CollatorConfig.from_model_config(model.config))(samples)
 
 
 def _forward(model, batch, **labels):
@@ -61,7 +43,7 @@ def _forward(model, batch, **labels):
 
 def test_logits_equal_the_family_reference(case):
     family, tok, kit, model = case
-    batch = _batch(family, tok, model, _utterances(0))
+    batch = render_batch(family, tok, model, two_utterances(0))
     with torch.no_grad():
         out = _forward(model, batch)
         want_audio, want_text = kit.reference(model, batch)
@@ -90,8 +72,7 @@ def test_checkpoint_round_trips_in_every_export_layout(case, tmp_path):
 def _random_code_loss(family, tok, steps=120, seed=0) -> float:
     """Train on i.i.d. random codes where every position is an audio-out row labelled with its own input
     code: a shifted loss cannot beat chance, ln(1024); an unshifted one copies its input."""
-    torch.manual_seed(seed)
-    model = family.build_model(family.fresh_config(SHAPE, tok, SPEC))
+    model = tiny_model(family, tok, seed)
     cfg, b, rows = model.config, 4, 48
     ids = torch.full((b, rows), cfg.audio_out_token_idx)
 
@@ -120,7 +101,7 @@ def test_generation_equals_a_plain_greedy_loop(case):
     renderer, cfg = family.make_renderer(tok, K), model.config
     bos, eos = cfg.audio_stream_bos_id, cfg.audio_stream_eos_id
     greedy = GenerationConfig(temperature=0.0, ras_window=0, max_new_frames=2 * K + 2)
-    for utt in _utterances(1):
+    for utt in two_utterances(1):
         request = TTSRequest(utt.text, ref_text=utt.ref_text, ref_codes=utt.ref_codes)
         result = generate(model, renderer, [request], greedy, sync_ranks=False)
         prompt = build_prompt(renderer, request, bos, eos)
@@ -154,7 +135,7 @@ def test_training_resumes_bit_exactly_from_the_recorded_config(case):
     """2 + 2 steps through a save (the config as run metadata records it, weights, optimizer state) equal 4."""
     family, tok, _, model = case
     model.train()
-    batch = _batch(family, tok, model, _utterances(2))
+    batch = render_batch(family, tok, model, two_utterances(2))
     start = copy.deepcopy(model.state_dict())
     straight_opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     straight = _train(model, straight_opt, batch, 4)

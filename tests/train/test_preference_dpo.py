@@ -13,7 +13,7 @@ import torch
 
 from higgs_ds.data.collate import CollatorConfig
 from higgs_ds.data.schema import PromptConfig, Utterance
-from higgs_ds.models import FreshModelShape, get_family
+from higgs_ds.models import get_family
 from higgs_ds.models.loss import target_counts
 from higgs_ds.train.lora import LoraConfig, apply_lora
 from higgs_ds.train.preference.config import DpoConfig
@@ -21,18 +21,15 @@ from higgs_ds.train.preference.dpo import dpo_loss
 from higgs_ds.train.preference.logprobs import cell_logprobs, restrict_to_free
 from higgs_ds.train.preference.reference import adapters_disabled
 from tests.data.synthetic import SPEC
-from tests.families.kits import KITS
+from tests.families.kits import KITS, tiny_model
 
-SHAPE = FreshModelShape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2)
 K, CODES = SPEC.num_codebooks, SPEC.codebook_size
 FAMILY = get_family("higgs_v2_dualffn")
 
 
 @pytest.fixture
 def models(tokenizer):
-    torch.manual_seed(0)
-    ref = FAMILY.build_model(FAMILY.fresh_config(SHAPE, tokenizer, SPEC)).eval()
+    ref = tiny_model(FAMILY, tokenizer).eval()
     policy = copy.deepcopy(ref)
     with torch.no_grad():
         for p in policy.parameters():
@@ -101,8 +98,7 @@ def test_dpo_trains_every_family_in_process(kit, tokenizer):
     """The other families: the loss equals the hand-written one at the start, and a few DPO steps from the
     reference make every pair preferred (accuracy 1, loss below log 2)."""
     family, tok, cfg = kit.family, kit.tokenizer(tokenizer), DpoConfig(beta=0.5)
-    torch.manual_seed(0)
-    ref = family.build_model(family.fresh_config(SHAPE, tok, SPEC)).eval()
+    ref = tiny_model(family, tok).eval()
     policy = copy.deepcopy(ref).train()
     utts = _pairs(2)
     batch = _collate(tok, ref, _side(utts, False) + _side(utts, True), family)

@@ -15,7 +15,7 @@ from higgs_ds.train.preference.config import GrpoConfig
 from higgs_ds.train.preference.grpo import STD_EPS, group_advantages, grpo_loss, k3_kl
 from higgs_ds.train.preference.logprobs import CellLogprobs, cell_logprobs, scoring_batch
 from tests.data.synthetic import SPEC
-from tests.families.kits import KITS
+from tests.families.kits import KITS, tiny_model
 
 TOY = "tests.train.toy_rewards:low_codes"
 STEPS = 20  # the first 10 against the last 10
@@ -66,8 +66,7 @@ SHAPE = FreshModelShape(hidden_size=32, intermediate_size=64, num_hidden_layers=
 @pytest.mark.parametrize("kit", KITS, ids=lambda kit: kit.name)
 def test_grpo_raises_a_plugged_reward_on_a_tiny_model(kit, tokenizer):
     family, tok = kit.family, kit.tokenizer(tokenizer)
-    torch.manual_seed(0)
-    model = family.build_model(family.fresh_config(SHAPE, tok, SPEC))
+    model = tiny_model(family, tok, shape=SHAPE)
     cfg, renderer = model.config, family.make_renderer(tok, SPEC.num_codebooks)
     grpo = GrpoConfig(group_size=6, max_new_frames=20, kl_beta=0.0)
     rewards = build_rewards({TOY: 1.0})

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 import higgs_ds.models.loss as loss_mod
 from higgs_ds.constants import IGNORE_INDEX
-from higgs_ds.data.collate import CollatorConfig
-from higgs_ds.data.schema import PromptConfig, Utterance
 from higgs_ds.inference import TTSRequest, build_prompt
 from higgs_ds.train.preference.logprobs import cell_logprobs, restrict_to_free, scoring_batch
 from tests.data.synthetic import SPEC
-from tests.families.kits import KITS
-from tests.families.kits import TINY_SHAPE as SHAPE
+from tests.families.kits import KITS, render_batch, tiny_model, two_utterances
 from tests.model_utils import mean_tail_audio_loss
 
 K, CODES = SPEC.num_codebooks, SPEC.codebook_size
@@ -28,24 +24,14 @@ K, CODES = SPEC.num_codebooks, SPEC.codebook_size
 def case(request, tokenizer):
     kit = request.param
     family, tok = kit.family, kit.tokenizer(tokenizer)
-    torch.manual_seed(0)
-    return family, tok, family.build_model(family.fresh_config(SHAPE, tok, SPEC)).eval()
-
-
-def _utterances(seed: int) -> list[Utterance]:
-    rng = np.random.default_rng(seed)
-    codes = lambda n: rng.integers(0, CODES, (K, n))  # noqa: E731
-    return [Utterance("zero-shot", "hello world", codes(7)),
-            Utterance("clone", "مرحبا بكم", codes(5), ref_text="one two", ref_codes=codes(4))]
+    return family, tok, tiny_model(family, tok).eval()
 
 
 def test_stored_samples_keep_exactly_their_labelled_cells(case):
     """The renderer's labels already leave out BOC and what follows each codebook's stop: the decoding state's
     replay agrees cell for cell, and the excluded cells are the forced ones."""
     family, tok, model = case
-    renderer = family.make_renderer(tok, K)
-    batch = renderer.collator(CollatorConfig.from_model_config(model.config))(
-        [renderer.render(u, PromptConfig()) for u in _utterances(0)])
+    batch = render_batch(family, tok, model, two_utterances(0))
     kept = restrict_to_free(batch, family, model.config)
     assert torch.equal(kept["audio_labels"], batch["audio_labels"])
     assert (batch["audio_labels"] != IGNORE_INDEX).any()
@@ -92,7 +78,7 @@ def test_the_scoring_forward_equals_the_samplers_log_probability(case):
     renderer, cfg = family.make_renderer(tok, K), model.config
     g = torch.Generator().manual_seed(3)
     prompts, segments, free, want = [], [], [], []
-    for utt in _utterances(1):
+    for utt in two_utterances(1):
         prompt = build_prompt(renderer, TTSRequest(utt.text, ref_text=utt.ref_text, ref_codes=utt.ref_codes),
                               cfg.audio_stream_bos_id, cfg.audio_stream_eos_id)
         state, total = _sample_by_hand(family, model, prompt, 0.7, g, 2 * K + 2)
@@ -112,8 +98,7 @@ def test_the_scoring_forward_equals_the_samplers_log_probability(case):
 def _random_code_nll(family, tok, steps=100, seed=0) -> float:
     """Maximise the mean per-cell log-probability on i.i.d. random codes where every row is labelled with its
     own input: a shifted log-prob stays at chance, ln(1024); an unshifted one learns to copy its input."""
-    torch.manual_seed(seed)
-    model = family.build_model(family.fresh_config(SHAPE, tok, SPEC))
+    model = tiny_model(family, tok, seed)
     cfg, b, rows = model.config, 2, 32
     ids = torch.full((b, rows), cfg.audio_out_token_idx)
 
